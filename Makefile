@@ -1,0 +1,53 @@
+# Two commands matter: `make run` (install, then serve at the default mount point) and
+# `make test` (install, then every test). Both start from a clean clone as root.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+MOUNTPOINT ?= /var/lib/lxc/lxcfs
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+# Debian packages: fuse3 (libfuse3 + fusermount3) is what the daemon needs; the rest is for tests:
+# real containers (runc, crun, busybox-static), real clients (procps, util-linux, sysstat),
+# the C lxcfs for side-by-side checks, and QEMU for the pure cgroup-v2 guest.
+APT_RUN := fuse3
+APT_TEST := lxcfs busybox-static runc crun procps util-linux psmisc gcc jq \
+	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns
+STAMP := $(VENV)/.installed
+
+.PHONY: install install-run apt-run apt-test run test lint unit bench clean
+
+apt-run:
+	@bash tools/apt-ensure.sh $(APT_RUN)
+
+apt-test:
+	@bash tools/apt-ensure.sh $(APT_RUN) $(APT_TEST)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install-run: apt-run $(STAMP)
+
+install: apt-test $(STAMP)
+
+run: install-run
+	$(VENV)/bin/pylxcfs --foreground $(RUN_ARGS) $(MOUNTPOINT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -m "not e2e and not v2guest" $(PYTEST_ARGS)
+
+bench: install
+	$(VPY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pure render functions, one module per virtual file, and the registry that lists them."""
