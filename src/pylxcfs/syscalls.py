@@ -1,0 +1,111 @@
+"""ctypes wrappers for the kernel calls Python 3.11 lacks: mount, umount2, setns, unshare, open_tree,
+move_mount, mount_setattr.
+
+This is the only module that calls the kernel through ctypes (design.md §2). Every wrapper raises
+OSError with the errno and the paths involved. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# mount(2) flags (include/uapi/linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
+# umount2(2) flags
+MNT_FORCE = 1
+MNT_DETACH = 2
+MNT_EXPIRE = 4
+UMOUNT_NOFOLLOW = 8
+
+# namespaces (include/uapi/linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+
+# open_tree / move_mount (Linux >= 5.2). The numbers are shared by every architecture since 5.2
+# (the new syscall table is unified), so no per-arch table is needed.
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
+
+
+def _check(ret: int, what: str, *paths: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        detail = " ".join(repr(p) for p in paths if p)
+        raise OSError(err, f"{what} {detail}: {os.strerror(err)}".replace("  ", " "))
+    return ret
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    """mount(2)."""
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(ret, "mount", source or "", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2). A multithreaded process cannot join a mount namespace: call it in a forked child."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2)."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def open_tree(dfd: int, path: str, flags: int) -> int:
+    """open_tree(2) (Linux >= 5.2); returns a new fd. ENOSYS on older kernels."""
+    ret = _libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(dfd), _b(path), ctypes.c_uint(flags))
+    return _check(ret, "open_tree", path)
+
+
+def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str, flags: int) -> None:
+    """move_mount(2) (Linux >= 5.2)."""
+    ret = _libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(from_dfd), _b(from_path),
+                        ctypes.c_int(to_dfd), _b(to_path), ctypes.c_uint(flags))
+    _check(ret, "move_mount", from_path, to_path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_propagation(dfd: int, path: str, propagation: int, flags: int = 0) -> None:
+    """mount_setattr(2) (Linux >= 5.12) setting only the propagation type (MS_SLAVE, MS_PRIVATE...)."""
+    attr = _MountAttr(0, 0, propagation, 0)
+    ret = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(dfd), _b(path), ctypes.c_uint(flags),
+                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(ret, "mount_setattr", path)
