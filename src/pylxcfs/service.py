@@ -8,21 +8,14 @@ behaviour). It never raises for a known path. It does not know about FUSE.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
+from pylxcfs.context import ViewOptions
 from pylxcfs.hostfs import HostRoot, read_bytes
 from pylxcfs.views.registry import VIEW_PATHS
 
+__all__ = ["Renderer", "ViewOptions"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ViewOptions:
-    """Daemon flags that change what views show (C lxcfs -l, -u, --enable-cfs)."""
-
-    enable_loadavg: bool = False
-    disable_swap: bool = False
-    enable_cfs: bool = False
 
 
 class Renderer:

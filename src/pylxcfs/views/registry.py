@@ -14,6 +14,7 @@ class ViewSpec:
     """One virtual file: its path in our tree and the host file it replaces (same relative path)."""
 
     path: str  # e.g. "proc/meminfo"; the container sees it at "/" + path
+    module: str  # pylxcfs.views.<module> exposes produce(env: ViewEnv, ctx: ContainerContext) -> str
 
     @property
     def container_path(self) -> str:
@@ -22,15 +23,15 @@ class ViewSpec:
 
 
 VIEWS: tuple[ViewSpec, ...] = (
-    ViewSpec("proc/cpuinfo"),
-    ViewSpec("proc/diskstats"),
-    ViewSpec("proc/loadavg"),
-    ViewSpec("proc/meminfo"),
-    ViewSpec("proc/partitions"),
-    ViewSpec("proc/stat"),
-    ViewSpec("proc/swaps"),
-    ViewSpec("proc/uptime"),
-    ViewSpec("sys/devices/system/cpu/online"),
+    ViewSpec("proc/cpuinfo", "cpuinfo"),
+    ViewSpec("proc/diskstats", "diskstats"),
+    ViewSpec("proc/loadavg", "loadavg"),
+    ViewSpec("proc/meminfo", "meminfo"),
+    ViewSpec("proc/partitions", "partitions"),
+    ViewSpec("proc/stat", "stat"),
+    ViewSpec("proc/swaps", "swaps"),
+    ViewSpec("proc/uptime", "uptime"),
+    ViewSpec("sys/devices/system/cpu/online", "sys_cpu_online"),
 )
 
 VIEW_PATHS: tuple[str, ...] = tuple(v.path for v in VIEWS)
