@@ -1,0 +1,1 @@
+"""Benchmarks of pylxcfs against the C lxcfs, measured in the same run (`make bench`)."""
