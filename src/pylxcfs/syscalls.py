@@ -109,3 +109,52 @@ def mount_setattr_propagation(dfd: int, path: str, propagation: int, flags: int 
     ret = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(dfd), _b(path), ctypes.c_uint(flags),
                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(ret, "mount_setattr", path)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_pdeathsig(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` to this process when its parent thread dies.
+    Survives execve (except set-uid binaries); cleared in children of fork()."""
+    _check(_libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(sig), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_PDEATHSIG)")
+
+
+# --- additions for the toolkit (ct/apply.py): safe target resolution and filesystem-type checks ---------------------
+SYS_OPENAT2 = 437  # Linux >= 5.6, same number on every architecture (unified table)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10  # resolve as if dirfd were "/": absolute symlinks and ".." never leave it
+
+# statfs(2) f_type values (include/uapi/linux/magic.h)
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+FUSE_SUPER_MAGIC = 0x65735546
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2) (Linux >= 5.6); returns a new fd. Use RESOLVE_IN_ROOT to confine symlinks to dirfd."""
+    how = _OpenHow(flags, mode, resolve)
+    ret = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+                        ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, "openat2", path)
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type is the first word (__fsword_t); the rest is padding for our purpose.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 120)]
+
+
+def fstatfs_type(fd: int) -> int:
+    """fstatfs(2) f_type of the filesystem holding fd (works on O_PATH fds). Never call it on a FUSE fd outside a
+    child with a deadline: it asks the FUSE server."""
+    buf = _Statfs()
+    _check(_libc.fstatfs(ctypes.c_int(fd), ctypes.byref(buf)), "fstatfs")
+    return int(buf.f_type) & 0xFFFFFFFF
