@@ -1,29 +1,71 @@
 """The binding-neutral heart of the daemon: (virtual path, caller pid) -> the bytes that caller reads.
 
-The FUSE front-ends (fuse/) call only this. It resolves the caller's container, gathers a snapshot,
-renders the view, and on any failure serves the host file unchanged with one log line (LXCFS
-behaviour). It never raises for a known path. It does not know about FUSE.
+The FUSE front-ends (fuse/) call only this. It resolves the caller's container (procs/resolve.py), calls
+the view module's `produce(env, ctx)` (views/registry.py names the module), and on any failure serves the
+host file unchanged (LXCFS behaviour, spec §4.3): a caller in the daemon's own pid namespace, a vanished
+pid and a view module that does not exist yet are expected and logged at DEBUG; anything else gets ONE
+WARNING line naming the file, pid and reason, rate-limited per (view, exception type). It never raises
+for a known path. It does not know about FUSE.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
+import time
+from typing import Any
 
-from pylxcfs.context import ViewOptions
+from pylxcfs.context import ContainerContext, Producer, ViewEnv, ViewOptions
+from pylxcfs.errors import NotInContainer, ProcessGone
 from pylxcfs.hostfs import HostRoot, read_bytes
-from pylxcfs.views.registry import VIEW_PATHS
+from pylxcfs.procs.resolve import PidResolver, Resolver
+from pylxcfs.views.registry import VIEW_PATHS, VIEWS
 
 __all__ = ["Renderer", "ViewOptions"]
 
 log = logging.getLogger(__name__)
 
+WARN_INTERVAL_S = 60.0  # at most one warning per (view, exception type) per minute; the rest are counted
+
+
+def _load_producer(module: str) -> Producer | None:
+    """The view module's produce(), or None while that module has not landed (host fallback)."""
+    name = f"pylxcfs.views.{module}"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name == name:
+            log.debug("%s: view module not present yet; serving the host file", name)
+            return None
+        log.warning("%s: cannot import (%s); serving the host file", name, e)
+        return None
+    except Exception as e:  # a broken view must not take the daemon down
+        log.warning("%s: cannot import (%s: %s); serving the host file", name, type(e).__name__, e)
+        return None
+    produce: Any = getattr(mod, "produce", None)
+    if produce is None:
+        log.warning("%s has no produce(); serving the host file", name)
+        return None
+    p: Producer = produce
+    return p
+
 
 class Renderer:
-    """Renders virtual files for callers. STUB: serves host files until the views land."""
+    """Renders virtual files for callers."""
 
-    def __init__(self, root: HostRoot, opts: ViewOptions) -> None:
+    def __init__(self, root: HostRoot, opts: ViewOptions, resolver: PidResolver | None = None) -> None:
         self.root = root
         self.opts = opts
+        self.resolver: PidResolver = resolver if resolver is not None else Resolver(root)
+        self.env = ViewEnv(root=root, opts=opts)
+        self._producers: dict[str, tuple[str, Producer | None]] = {
+            v.path: (v.module, _load_producer(v.module)) for v in VIEWS
+        }
+        self._last_warn: dict[tuple[str, str], float] = {}
+        self.fallbacks: dict[tuple[str, str], int] = {}  # (view path, reason) -> count, for tests and stats
+        self._sampler: Any = None
+        self._warn_lock = threading.Lock()
 
     def paths(self) -> tuple[str, ...]:
         """Every virtual file path ("proc/meminfo", ...)."""
@@ -35,16 +77,58 @@ class Renderer:
         base = self.root.proc if top == "proc" else self.root.sys
         return read_bytes(f"{base}/{rest}")
 
+    def context(self, caller_pid: int) -> ContainerContext:
+        """The caller's resolved context (raises NotInContainer / ProcessGone / others); for tools and tests."""
+        return self.resolver.resolve(caller_pid)
+
     def render(self, path: str, caller_pid: int) -> bytes:
-        """What `caller_pid` should read at `path`; host bytes on any failure. Never raises for known paths."""
+        """What `caller_pid` should read at `path`; host bytes on any failure. Never raises for known paths
+        (an unknown path raises KeyError: the FUSE layer answers ENOENT before calling)."""
+        _module, produce = self._producers[path]
+        if produce is not None:
+            try:
+                return produce(self.env, self.resolver.resolve(caller_pid)).encode()
+            except NotInContainer:
+                # The issue says host callers get the host file unchanged (LXCFS would use their own cgroup).
+                pass
+            except ProcessGone as e:
+                self._count(path, "ProcessGone")
+                log.debug("%s: pid %d: %s; serving the host file", path, caller_pid, e)
+            except Exception as e:
+                self._fell_back(path, caller_pid, e)
         try:
             return self.host_bytes(path)
         except OSError as e:
-            log.warning("%s: host file unreadable for pid %d: %s", path, caller_pid, e)
+            self._fell_back(path, caller_pid, e, what="host file unreadable, serving an empty file")
             return b""
+
+    def _count(self, path: str, reason: str) -> int:
+        key = (path, reason)
+        n = self.fallbacks.get(key, 0) + 1
+        self.fallbacks[key] = n
+        return n
+
+    def _fell_back(self, path: str, pid: int, e: BaseException, what: str = "serving the host file") -> None:
+        kind = type(e).__name__
+        n = self._count(path, kind)
+        now = time.monotonic()
+        with self._warn_lock:
+            last = self._last_warn.get((path, kind))
+            if last is not None and now - last < WARN_INTERVAL_S:
+                return
+            self._last_warn[(path, kind)] = now
+        log.warning("%s: pid %d: %s: %s; %s (fallback #%d of this kind)", path, pid, kind, e, what, n)
 
     def start(self) -> None:
         """Start background work (the loadavg sampler); call in the serving process, after any fork."""
+        if self.opts.enable_loadavg and self._sampler is None:
+            from pylxcfs.sampler import LoadavgSampler
+
+            self._sampler = LoadavgSampler(self.root, self.env)
+            self._sampler.start()
 
     def close(self) -> None:
         """Stop background work."""
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None

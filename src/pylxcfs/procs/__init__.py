@@ -1,0 +1,1 @@
+"""Process-level resolution: which container a caller pid belongs to."""
