@@ -1,0 +1,69 @@
+"""Parsers for per-device block I/O statistics in cgroupfs (pure: text in, plain dicts out).
+
+v1 "rwstat" files (blkio.io_serviced_recursive, blkio.throttle.io_service_bytes, blkio.bfq.*, ...;
+block/blk-cgroup-rwstat.c, Documentation/admin-guide/cgroup-v1/blkio-controller.rst) look like
+    8:0 Read 10
+    8:0 Write 3
+    8:0 Sync 13
+    8:0 Async 0
+    8:0 Discard 0
+    8:0 Total 13
+    Total 13
+v2 io.stat (Documentation/admin-guide/cgroup-v2.rst "IO Interface Files") looks like
+    8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0
+with optional extra keys (iocost "cost.*", iolatency "use_delay=", debug keys) that are kept as they are.
+"""
+
+from __future__ import annotations
+
+from pylxcfs.errors import ParseError
+from pylxcfs.parse.diskstats import DevT
+
+
+def _devt(tok: str, source: str, lineno: int, line: str) -> DevT:
+    major, sep, minor = tok.partition(":")
+    if not sep or not major.isdigit() or not minor.isdigit():
+        raise ParseError(source, "bad MAJ:MIN", lineno, line)
+    return (int(major), int(minor))
+
+
+def parse_blkio_rwstat(text: str, source: str) -> dict[DevT, dict[str, int]]:
+    """v1 `MAJ:MIN Op value` lines -> {dev: {"Read": n, "Write": n, ...}}; the trailing `Total N` is dropped."""
+    out: dict[DevT, dict[str, int]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "Total" and len(parts) == 2:
+            continue  # the sum over devices; per-device rows carry everything we need
+        if len(parts) != 3:
+            raise ParseError(source, "expected 'MAJ:MIN Op value'", lineno, line)
+        dev = _devt(parts[0], source, lineno, line)
+        if not parts[2].isdigit():
+            raise ParseError(source, "non-integer value", lineno, line)
+        out.setdefault(dev, {})[parts[1]] = int(parts[2])
+    return out
+
+
+def parse_io_stat(text: str, source: str) -> dict[DevT, dict[str, int]]:
+    """v2 io.stat -> {dev: {"rbytes": n, "wbytes": n, "rios": n, ...}}; non-integer extra keys are skipped."""
+    out: dict[DevT, dict[str, int]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        dev = _devt(parts[0], source, lineno, line)
+        kv = out.setdefault(dev, {})
+        for tok in parts[1:]:
+            key, sep, val = tok.partition("=")
+            if not sep:
+                raise ParseError(source, f"expected key=value, got {tok!r}", lineno, line)
+            if val.isdigit():
+                kv[key] = int(val)
+            elif key in _IO_STAT_KEYS:
+                raise ParseError(source, f"non-integer {key}", lineno, line)
+            # else: an optional key with a non-integer value (e.g. iocost "cost.vrate=100.00"): not ours
+    return out
+
+
+_IO_STAT_KEYS = frozenset({"rbytes", "wbytes", "rios", "wios", "dbytes", "dios"})
