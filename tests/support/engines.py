@@ -37,10 +37,13 @@ import signal
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
+
+import pytest
 
 BUSYBOX = Path("/bin/busybox")
 # busybox's `free` takes "total" from sysinfo(2) (host RAM), only "available" from /proc/meminfo (measured: total
@@ -568,52 +571,6 @@ class Containerd(_Harness):
         lazy_umount_under(self.base)
 
 
-# ---------------------------------------------------------------------------------------------------------- daemon
-
-
-@dataclass
-class LxcfsDaemon:
-    """A FUSE daemon (ours by default, or the C lxcfs as a stand-in) on a private mount point, stopped by pid."""
-
-    cmd: list[str]
-    mountpoint: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 15) -> LxcfsDaemon:
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise EngineError(f"{self.cmd[0]} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            if os.path.ismount(self.mountpoint) and (self.mountpoint / "proc" / "meminfo").exists():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise EngineError(f"{self.cmd[0]} did not mount {self.mountpoint} in {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                stop_pid(self.proc.pid, timeout=10)
-            _reap(self.proc)
-        if os.path.ismount(self.mountpoint):
-            run(["umount", "-l", self.mountpoint], check=False)
-
-
-def lxcfs_daemon(workdir: Path, *, flavour: str, venv_bin: Path) -> LxcfsDaemon:
-    """Build (not start) the daemon for engine tests: flavour 'pylxcfs' (ours) or 'c' (lxcfs 5.0.3 stand-in)."""
-    mnt = workdir / "lxcfs"
-    pidfile = workdir / "lxcfs.pid"
-    if flavour == "c":
-        cmd = ["lxcfs", "-f", "-p", str(pidfile), str(mnt)]
-    else:
-        cmd = [str(venv_bin / "pylxcfs"), "--foreground", "--pidfile", str(pidfile), str(mnt)]
-    return LxcfsDaemon(cmd=cmd, mountpoint=mnt, log=workdir / "lxcfs.log")
-
-
 # ------------------------------------------------------------------------------------------------ in-container reads
 
 
@@ -679,3 +636,142 @@ def timed(label: str, sink: dict[str, float]) -> Iterator[None]:
         yield
     finally:
         sink[label] = time.monotonic() - start
+
+
+_SEP = "@@pylxcfs-engines@@"
+# One exec per snapshot (each engine exec costs 0.05-0.2 s): the files the tests judge, separated by a marker line.
+_SNAPSHOT_SCRIPT = f"; echo {_SEP}; ".join(
+    ["cat /proc/meminfo", "free -m", "cat /proc/cpuinfo", "cat /proc/self/mountinfo", "mount"]
+)
+
+
+@dataclass(frozen=True)
+class InsideView:
+    """What a process inside the container sees, read in one exec."""
+
+    meminfo: str
+    free_m: str
+    cpuinfo: str
+    mountinfo: str
+    mount: str
+
+    @property
+    def memtotal_kib(self) -> int:
+        return meminfo_kib(self.meminfo)
+
+    @property
+    def free_total_mib(self) -> int:
+        return free_total_mib(self.free_m)
+
+    @property
+    def processors(self) -> int:
+        return cpuinfo_processors(self.cpuinfo)
+
+    @property
+    def lxcfs(self) -> dict[str, list[MountEntry]]:
+        return lxcfs_mounts(self.mountinfo)
+
+
+def inside_view(exec_: Callable[..., str]) -> InsideView:
+    """Snapshot through an engine's exec(cmd...) -> stdout (cid already bound)."""
+    parts = exec_("sh", "-c", _SNAPSHOT_SCRIPT).split(_SEP + "\n")
+    if len(parts) != 5:
+        raise AssertionError(f"unexpected snapshot output ({len(parts)} parts): {parts!r}")
+    return InsideView(*parts)
+
+
+def assert_virtualized(view: InsideView, *, memory_bytes: int, cpus: int, served: Sequence[str]) -> None:
+    """The lxcfs view is in place: limits seen by meminfo/free/cpuinfo, one non-shared fuse.lxcfs per file."""
+    problems: list[str] = []
+    if view.memtotal_kib != memory_bytes // 1024:
+        problems.append(f"MemTotal {view.memtotal_kib} kB, want {memory_bytes // 1024} kB")
+    if view.free_total_mib != memory_bytes >> 20:
+        problems.append(f"free -m total {view.free_total_mib}, want {memory_bytes >> 20}")
+    if view.processors != cpus:
+        problems.append(f"cpuinfo shows {view.processors} processors, want {cpus}")
+    mounts = view.lxcfs
+    for path in served:
+        entries = mounts.get(path, [])
+        if len(entries) != 1:
+            problems.append(f"{path}: {len(entries)} fuse.lxcfs mounts, want exactly 1")
+        shared = [e.optional for e in entries if any(o.startswith("shared:") for o in e.optional)]
+        if shared:
+            problems.append(f"{path}: lxcfs mount is shared {shared}")
+        if f"lxcfs on {path} type fuse.lxcfs" not in view.mount:
+            problems.append(f"`mount` inside does not list lxcfs on {path}")
+    if problems:
+        raise AssertionError(
+            "container view is not virtualized:\n  " + "\n  ".join(problems) + "\nmountinfo:\n" + view.mountinfo
+        )
+
+
+def assert_host_view(view: InsideView, *, host_memtotal_kib: int, host_cpus: int) -> None:
+    """No lxcfs mount left: the container reads the kernel's own (host) values again."""
+    problems: list[str] = []
+    if view.lxcfs:
+        problems.append(f"lxcfs mounts remain: {sorted(view.lxcfs)}")
+    if view.memtotal_kib != host_memtotal_kib:
+        problems.append(f"MemTotal {view.memtotal_kib} kB, want host {host_memtotal_kib} kB")
+    if view.processors != host_cpus:
+        problems.append(f"cpuinfo shows {view.processors} processors, want host {host_cpus}")
+    if problems:
+        raise AssertionError("container does not see host values:\n  " + "\n  ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------- toolkit + prerequisites
+
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+TOOLKIT = VENV_BIN / "isulad-lxcfs-toolkit"
+HOOK = VENV_BIN / "lxcfs-hook"
+GiB = 1 << 30
+
+
+def _fail(msg: str) -> NoReturn:
+    pytest.fail(msg, pytrace=False)
+
+
+def require(*binaries: str) -> None:
+    """Fail (not skip) when a prerequisite that `make install` provides is missing."""
+    if os.geteuid() != 0:
+        _fail("engine tests need root (they start container engines and FUSE daemons)")
+    if not os.path.exists("/dev/fuse"):
+        _fail("/dev/fuse is missing")
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        _fail(f"missing {missing}: run `make install` (APT_TEST has them)")
+
+
+@dataclass
+class Toolkit:
+    """Runs isulad-lxcfs-toolkit against the test daemon's directory, with a private hook registry."""
+
+    lxcfs_dir: Path
+    log: Path
+    env: dict[str, str]
+
+    def __call__(
+        self, *args: str, extra_env: dict[str, str] | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        if not TOOLKIT.exists():
+            _fail(f"{TOOLKIT} is not installed (pyproject console script isulad-lxcfs-toolkit)")
+        cmd = [str(TOOLKIT), "--lxcfs-dir", str(self.lxcfs_dir), "--log", str(self.log), *args]
+        env = dict(self.env)
+        env.update(extra_env or {})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            log = self.log.read_text()[-2000:] if self.log.exists() else ""
+            _fail(
+                f"toolkit exit {proc.returncode}: {' '.join(cmd)}\nstdout: {proc.stdout}\nstderr: {proc.stderr}\n"
+                f"log tail: {log}"
+            )
+        return proc
+
+
+def host_memtotal_kib() -> int:
+    """MemTotal of the host's own /proc/meminfo (the expectation once lxcfs is unmounted)."""
+    return meminfo_kib(Path("/proc/meminfo").read_text())
+
+
+def host_cpus() -> int:
+    """processor stanzas in the host's /proc/cpuinfo."""
+    return cpuinfo_processors(Path("/proc/cpuinfo").read_text())

@@ -1,0 +1,57 @@
+"""containerd 1.6 standalone + ctr: remount/umount into a running `ctr run -d` container.
+
+containerd has no hooks.d; its runc v2 shim keeps runc state in /run/containerd/runc/<namespace>/<id> (measured,
+whatever containerd's `state` is), which is one of the runc-style roots the toolkit's discovery reads. `ctr run` has
+no cpuset flag, so the test writes cpuset.cpus into the container's own cgroup (a path it chose with --cgroup)
+after the start: a real kernel limit, the same one `docker update --cpuset-cpus` would write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import engines as eng
+from support.engines import GiB, Toolkit, host_cpus, host_memtotal_kib, require
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.fuse]
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory, busybox_image: eng.BusyboxImage) -> Iterator[eng.Containerd]:
+    require("containerd", "ctr", "runc")
+    daemon = eng.Containerd(tmp_path_factory.mktemp("containerd"))
+    try:
+        daemon.start()
+        daemon.import_image(busybox_image.oci_archive)
+        yield daemon
+    finally:
+        daemon.close()
+
+
+def test_remount_into_ctr_container(
+    containerd: eng.Containerd, cgroup_parent: str, toolkit: Toolkit, served_files: list[str]
+) -> None:
+    cid = f"pylxcfs-eng-{os.getpid()}-c1"
+    cgroup = f"{cgroup_parent}/{cid}"
+    containerd.run_detached(cid, "--cgroup", f"/{cgroup}", "--memory-limit", str(GiB))
+    Path(f"/sys/fs/cgroup/cpuset/{cgroup}/cpuset.cpus").write_text("0")
+    state = containerd.runc_state_root / cid / "state.json"
+    assert state.is_file(), f"containerd's runc state is not where measured: {state}"
+
+    def view() -> eng.InsideView:
+        return eng.inside_view(lambda *cmd: containerd.exec(cid, *cmd))
+
+    eng.assert_host_view(view(), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+
+    toolkit("remount", "--container-id", cid)
+    eng.assert_virtualized(view(), memory_bytes=GiB, cpus=1, served=served_files)
+
+    toolkit("remount", "--container-id", cid)  # twice: no stacking
+    eng.assert_virtualized(view(), memory_bytes=GiB, cpus=1, served=served_files)
+
+    toolkit("umount", "--container-id", cid)
+    eng.assert_host_view(view(), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())

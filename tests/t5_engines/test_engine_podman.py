@@ -1,0 +1,124 @@
+"""podman 4.3 (runc) with the hooks.d file `isulad-lxcfs-toolkit install-hook --format hooksd` writes.
+
+Covers the native OCI-hooks path (podman and CRI-O read hooks.d, schema 1.0.0): the view is in place from the
+container's start; then umount/remount by short id prefix and by name, remount twice without stacking, and the
+seed's usage example (`update --cpuset-cpus 0-1 --memory 1G` -> `free -m` 1024, both CPUs, the seed's mount list).
+The podman store is private to the module (graphroot, runroot, tmp_dir, hooks dir); see support/engines.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import engines as eng
+from support.engines import GiB, Toolkit, host_cpus, host_memtotal_kib, require
+
+SEED_FILES = ["/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/partitions", "/proc/stat", "/proc/swaps",
+              "/proc/uptime"]
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.fuse]
+
+
+@pytest.fixture(scope="module")
+def podman(
+    tmp_path_factory: pytest.TempPathFactory, busybox_image: eng.BusyboxImage, cgroup_parent: str
+) -> Iterator[eng.Podman]:
+    require("podman", "conmon", "runc")
+    engine = eng.Podman(tmp_path_factory.mktemp("podman"), cgroup_parent=cgroup_parent, runtime="runc")
+    try:
+        engine.import_image(busybox_image.tarball)
+        yield engine
+    finally:
+        engine.close()
+
+
+def _regex_literal(pattern: str) -> str:
+    """The literal a simple anchored ERE such as `^io\\.lxcfs\\.enable$` or `^(1|true)$` stands for."""
+    body = pattern.removeprefix("^").removesuffix("$")
+    alt = re.fullmatch(r"\((.*)\)", body)
+    if alt:
+        body = alt.group(1).split("|")[-1]
+    return body.replace("\\", "")
+
+
+@pytest.fixture(scope="module")
+def hook_annotations(podman: eng.Podman, toolkit: Toolkit, lxcfs_hook_file: Path) -> list[str]:
+    """`--annotation k=v` args that satisfy the hook file's `when` (none when it says `always`)."""
+    spec = json.loads(lxcfs_hook_file.read_text())
+    args: list[str] = []
+    for key, value in spec.get("when", {}).get("annotations", {}).items():
+        k, v = _regex_literal(key), _regex_literal(value)
+        assert re.search(key, k) and re.search(value, v), f"cannot satisfy when.annotations {key}={value}"
+        args += ["--annotation", f"{k}={v}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def lxcfs_hook_file(podman: eng.Podman, toolkit: Toolkit) -> Path:
+    """The hooks.d file from install-hook, written into the private hooks dir, checked against oci-hooks(5)."""
+    dest = podman.hooks_dir / "pylxcfs.json"
+    toolkit("install-hook", "--format", "hooksd", "--dest", str(dest))
+    spec = json.loads(dest.read_text())
+    assert spec.get("version") == "1.0.0", spec
+    hook_path = spec["hook"]["path"]
+    assert os.path.basename(hook_path) == "lxcfs-hook" and os.access(hook_path, os.X_OK), spec
+    assert str(toolkit.lxcfs_dir) in spec["hook"].get("args", []), f"hook is not pointed at the test dir: {spec}"
+    assert set(spec["stages"]) <= {"prestart", "createRuntime", "createContainer"}, spec
+    mode = dest.stat().st_mode
+    assert not mode & 0o022, f"hooks.d file is group/world-writable: {oct(mode)}"
+    return dest
+
+
+def _view(podman: eng.Podman, cid: str) -> eng.InsideView:
+    return eng.inside_view(lambda *cmd: podman.exec(cid, *cmd))
+
+
+def test_hooksd_view_then_umount_remount(
+    podman: eng.Podman, toolkit: Toolkit, hook_annotations: list[str], served_files: list[str]
+) -> None:
+    name = f"pylxcfs-eng-{os.getpid()}-p1"
+    cid = podman.run_detached("--name", name, "--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
+    # The hook mounted the view before the user process started.
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+
+    # umount by a short id prefix (podman prints 12 chars) -> host values.
+    toolkit("umount", "--container-id", cid[:12], extra_env=podman.env)
+    eng.assert_host_view(_view(podman, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+
+    # remount by name -> back; remount by full id -> still one mount per file.
+    toolkit("remount", "--container-id", name, extra_env=podman.env)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    toolkit("remount", "--container-id", cid, extra_env=podman.env)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+
+
+def test_container_without_the_annotation_is_untouched(
+    podman: eng.Podman, lxcfs_hook_file: Path, hook_annotations: list[str]
+) -> None:
+    """Opt-in: when the hook file matches on annotations, a container without them gets no lxcfs mount."""
+    if not hook_annotations:
+        spec = json.loads(lxcfs_hook_file.read_text())
+        assert spec["when"].get("always") is True, spec
+        return
+    cid = podman.run_detached("--memory", "1g")
+    assert not _view(podman, cid).lxcfs
+
+
+def test_seed_usage_example_on_podman(
+    podman: eng.Podman, hook_annotations: list[str], served_files: list[str]
+) -> None:
+    """The seed's walkthrough with the hook: start, `update --cpuset-cpus 0-1 --memory 1G`, then free -m shows
+    1024, cpuinfo the two CPUs, and `mount | grep lxcfs` each of the seed's files."""
+    cid = podman.run_detached("--memory", "512m", "--cpuset-cpus", "0", *hook_annotations)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=512 << 20, cpus=1, served=served_files)
+    podman("update", "--cpuset-cpus", "0-1", "--memory", "1G", "--memory-swap", "-1", cid)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=2, served=served_files)
+    grep = podman.exec(cid, "sh", "-c", "mount | grep lxcfs")
+    for path in SEED_FILES:
+        assert f"lxcfs on {path} type fuse.lxcfs" in grep, f"{path} missing from `mount | grep lxcfs`:\n{grep}"
