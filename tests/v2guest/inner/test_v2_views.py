@@ -1,0 +1,180 @@
+"""Our daemon on a real pure cgroup-v2 kernel (runs inside the QEMU guest; see ../conftest.py).
+
+Each view is read by PID 1 of a new pid namespace born in a cgroup with memory.max 256M, memory.swap.max 32M,
+cpuset.cpus 0 and cpu.max "50000 100000"; the expected values come from those limits and from the kernel's
+cgroup files (cpu.stat, io.stat) read around the view, never from our own output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    CGROUP_ROOT,
+    IO_DISK,
+    MEMORY_MAX,
+    READ_BYTES,
+    SWAP_MAX,
+    WRITE_BYTES,
+    ContainerRun,
+    Daemon,
+)
+
+pytestmark = pytest.mark.v2guest
+
+REPO = Path(__file__).resolve().parents[3]
+USER_HZ = 100  # /proc/stat counts in USER_HZ ticks (always 100 on Linux, whatever CONFIG_HZ is)
+
+
+def _kv(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _kib(meminfo: dict[str, str], key: str) -> int:
+    assert key in meminfo, f"{key} missing from meminfo"
+    value, unit = meminfo[key].split()
+    assert unit == "kB"
+    return int(value)
+
+
+def _flat(text: str) -> dict[str, int]:
+    """cpu.stat style: "key value" lines."""
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
+
+
+def _io_stat(text: str) -> dict[str, dict[str, int]]:
+    """io.stat: "MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=.." per device."""
+    out = {}
+    for line in text.splitlines():
+        dev, *pairs = line.split()
+        out[dev] = {k: int(v) for k, v in (p.split("=") for p in pairs)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the guest
+
+
+def test_guest_is_pure_cgroup_v2() -> None:
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    assert not [m for m in mounts if m[2] == "cgroup"], "a cgroup v1 hierarchy is mounted"
+    assert any(m[1] == str(CGROUP_ROOT) and m[2] == "cgroup2" for m in mounts)
+    # /proc/cgroups: column 2 is the v1 hierarchy id, 0 for a controller that is on cgroup2 (or unused).
+    rows = [line.split() for line in Path("/proc/cgroups").read_text().splitlines()[1:]]
+    assert rows and all(r[1] == "0" for r in rows), rows
+    assert {"memory", "cpu", "cpuset", "io"} <= set((CGROUP_ROOT / "cgroup.controllers").read_text().split())
+    assert os.cpu_count() == 2, "the runner gives the guest 2 vCPUs, so a 1-CPU cpuset is a real restriction"
+
+
+def test_venv_python_runs_the_repository_package() -> None:
+    import pylxcfs
+
+    assert Path(sys.prefix) == REPO / ".venv"
+    assert Path(pylxcfs.__file__).resolve().is_relative_to(REPO / "src")
+
+
+def test_daemon_mounted_as_fuse_lxcfs(daemon: Daemon) -> None:
+    fields = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    mine = [f for f in fields if f[1] == str(daemon.mnt)]
+    assert mine and mine[0][0] == "lxcfs" and mine[0][2] == "fuse.lxcfs", mine
+
+
+def test_container_init_is_in_the_limited_cgroup(container: ContainerRun) -> None:
+    assert container["pid1_cgroup"].strip() == f"0::/{container.cgroup.name}"
+
+
+# ----------------------------------------------------------------------------------------------- the views
+
+
+def test_meminfo_memtotal_is_memory_max(container: ContainerRun) -> None:
+    meminfo = _kv(container["meminfo"])
+    total = _kib(meminfo, "MemTotal")
+    assert total == MEMORY_MAX // 1024
+    assert 0 <= _kib(meminfo, "MemFree") <= total
+    assert 0 <= _kib(meminfo, "MemAvailable") <= total
+    # The swap device is 64 MiB, the limit 32 MiB: the limit wins.
+    assert _kib(meminfo, "SwapTotal") == SWAP_MAX // 1024
+    assert 0 <= _kib(meminfo, "SwapFree") <= SWAP_MAX // 1024
+
+
+def test_cpuinfo_shows_only_the_cpuset(container: ContainerRun) -> None:
+    processors = re.findall(r"^processor\s*:\s*(\d+)\s*$", container["cpuinfo"], re.MULTILINE)
+    assert processors == ["0"]
+
+
+def test_online_is_the_cpuset(container: ContainerRun) -> None:
+    assert container["online"].strip() == "0"
+
+
+def test_stat_rows_and_times_come_from_cpuset_and_cpu_stat(container: ContainerRun) -> None:
+    rows = {
+        f[0]: [int(x) for x in f[1:]]
+        for f in (line.split() for line in container["stat"].splitlines())
+        if f and f[0].startswith("cpu")
+    }
+    assert sorted(rows) == ["cpu", "cpu0"], "one cpuN row per CPU of the cpuset"
+    before, after = _flat(container["cpu.stat.before"]), _flat(container["cpu.stat.after"])
+    user, system = rows["cpu"][0], rows["cpu"][2]
+    # The daemon read cpu.stat between our two reads; usec -> USER_HZ ticks truncates (allow one tick).
+    lo_user, hi_user = before["user_usec"] * USER_HZ // 10**6, after["user_usec"] * USER_HZ // 10**6
+    lo_sys, hi_sys = before["system_usec"] * USER_HZ // 10**6, after["system_usec"] * USER_HZ // 10**6
+    assert lo_user - 1 <= user <= hi_user + 1, (user, lo_user, hi_user)
+    assert lo_sys - 1 <= system <= hi_sys + 1, (system, lo_sys, hi_sys)
+    assert before["usage_usec"] >= 100_000, "the container's busy loop should have used at least 0.1 s of CPU"
+    # With a one-CPU cpuset, that CPU's row is the whole.
+    assert rows["cpu0"][:3] == rows["cpu"][:3]
+
+
+def test_swaps_from_memory_swap_max(container: ContainerRun) -> None:
+    lines = [line.split() for line in container["swaps"].splitlines()]
+    assert lines and lines[0][0] == "Filename"
+    entries = lines[1:]
+    assert len(entries) == 1, entries
+    size_kib, used_kib = int(entries[0][2]), int(entries[0][3])
+    assert size_kib == SWAP_MAX // 1024
+    assert 0 <= used_kib <= size_kib
+
+
+def test_diskstats_from_io_stat(container: ContainerRun) -> None:
+    assert container["dev_node"].startswith("b"), "the disk must be a block node in the container's /dev"
+    major, minor = (int(x) for x in Path(f"/sys/block/{IO_DISK}/dev").read_text().split(":"))
+    before, after = _io_stat(container["io.stat.before"]), _io_stat(container["io.stat.after"])
+    key = f"{major}:{minor}"
+    assert key in before, f"io.stat has no {key}: {before}"
+    # Nothing in the container did block I/O between the two io.stat reads, so the daemon saw these numbers.
+    assert before[key] == after[key]
+    io = before[key]
+    assert io["rbytes"] >= READ_BYTES and io["wbytes"] >= WRITE_BYTES, io
+
+    rows = {}
+    for line in container["diskstats"].splitlines():
+        f = line.split()
+        rows[f[2]] = (int(f[0]), int(f[1]), [int(x) for x in f[3:]])
+    assert IO_DISK in rows, f"no {IO_DISK} line in diskstats:\n{container['diskstats']}"
+    maj, mnr, c = rows[IO_DISK]
+    assert (maj, mnr) == (major, minor)
+    # Documentation/admin-guide/iostats.rst: reads completed, reads merged, sectors read, ms reading, writes
+    # completed, writes merged, sectors written, ... (sectors are 512 bytes whatever the device's block size).
+    assert c[0] == io["rios"]
+    assert c[2] == io["rbytes"] // 512
+    assert c[4] == io["wios"]
+    assert c[6] == io["wbytes"] // 512
+    # Only the container's devices: every device shown has I/O charged to its cgroup.
+    shown = {f"{maj}:{mnr}" for maj, mnr, _ in rows.values()}
+    assert shown <= set(before), f"devices without I/O in this cgroup are shown: {shown - set(before)}"
+
+
+def test_uptime_is_the_container_age(container: ContainerRun) -> None:
+    age, idle = (float(x) for x in container["uptime"].split())
+    # The init was started less than the whole container run ago (plus rounding).
+    assert 0 <= age <= container.wall_seconds + 0.01
+    assert 0 <= idle <= age + 0.01
