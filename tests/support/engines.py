@@ -386,10 +386,31 @@ class Podman(_Harness):
     def pid(self, cid: str) -> int:
         return int(self("inspect", "--format", "{{.State.Pid}}", cid).stdout.strip())
 
+    def _helpers(self) -> list[int]:
+        """conmon / `podman container cleanup` processes working on THIS store (their argv names our base)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) in (b"conmon", b"podman") and any(
+                str(self.base).encode() in a for a in argv
+            ):
+                pids.append(int(entry.name))
+        return pids
+
     def close(self) -> None:
         # -t 0: sleep as PID 1 ignores SIGTERM, so the default 10 s stop timeout would be spent for nothing.
         # --all acts on this store only (CONTAINERS_STORAGE_CONF), never on other podman users' containers.
         self("rm", "-f", "-t", "0", "--all", check=False, timeout=60)
+        # conmon runs `podman container cleanup` after the container exits; it re-mounts the store's private
+        # overlay bind (<graphroot>/overlay) asynchronously, so wait for those helpers before unmounting.
+        end = time.monotonic() + 15
+        while self._helpers() and time.monotonic() < end:
+            time.sleep(0.05)
         lazy_umount_under(self.base)
 
 
@@ -640,8 +661,10 @@ def timed(label: str, sink: dict[str, float]) -> Iterator[None]:
 
 _SEP = "@@pylxcfs-engines@@"
 # One exec per snapshot (each engine exec costs 0.05-0.2 s): the files the tests judge, separated by a marker line.
+# procps free by absolute path: busybox sh runs its own `free` applet first (standalone shell), which would report
+# sysinfo(2)'s host total.
 _SNAPSHOT_SCRIPT = f"; echo {_SEP}; ".join(
-    ["cat /proc/meminfo", "free -m", "cat /proc/cpuinfo", "cat /proc/self/mountinfo", "mount"]
+    ["cat /proc/meminfo", "/usr/bin/free -m", "cat /proc/cpuinfo", "cat /proc/self/mountinfo", "mount"]
 )
 
 
