@@ -1,0 +1,180 @@
+"""The daemon's command line: `pylxcfs [options] [MOUNTPOINT]`, flag-compatible with C lxcfs.
+
+Role: parse flags, take the pidfile lock, clean the mount point, then hand over to a FUSE back-end:
+the supervisor of the raw protocol (default; fuse/supervisor.py) or the single-process mfusepy
+adapter (fuse/mfuse.py). It turns QuietError into a message and an exit code, and decides nothing
+about content.
+
+Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 error, 2 usage, 3 mount point busy (a live lxcfs
+mount is there), 4 pidfile locked by another instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from pylxcfs import __version__
+from pylxcfs.context import ViewOptions
+from pylxcfs.errors import QuietError
+from pylxcfs.fuse import mountpoint
+from pylxcfs.fuse.config import DaemonConfig
+from pylxcfs.fuse.sdnotify import sd_notify
+from pylxcfs.log import setup_logging
+
+log = logging.getLogger("pylxcfs")
+
+DEFAULT_MOUNTPOINT = "/var/lib/lxc/lxcfs"
+DEFAULT_PIDFILE = "/run/pylxcfs.pid"
+EXIT_PIDFILE_LOCKED = 4
+
+EPILOG = """exit codes: 0 clean shutdown, 1 error, 2 usage, 3 mount point busy (a live FUSE mount is
+there), 4 pidfile locked (another instance runs). Signals: SIGTERM/SIGINT unmount and exit 0; SIGHUP
+(raw back-end) replaces the serving worker by one started from the code on disk without failing a read."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and the man page)."""
+    ap = argparse.ArgumentParser(prog="pylxcfs", description="Per-container /proc and /sys views over FUSE "
+                                 "(an LXCFS in Python).", epilog=EPILOG)
+    ap.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT,
+                    help=f"where to mount (created if missing; default {DEFAULT_MOUNTPOINT})")
+    ap.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    ap.add_argument("-d", "--debug", action="store_true", help="debug logging (implies --foreground)")
+    ap.add_argument("-l", "--enable-loadavg", action="store_true", help="virtualise /proc/loadavg")
+    ap.add_argument("-u", "--disable-swap", action="store_true", help="show no swap in containers")
+    ap.add_argument("--enable-cfs", action="store_true", help="CPU count from the CFS quota, capped by the cpuset")
+    ap.add_argument("-p", "--pidfile", default=DEFAULT_PIDFILE, help=f"default {DEFAULT_PIDFILE}")
+    ap.add_argument("-o", dest="options", default="", help="extra FUSE options (mfusepy back-end only; the raw "
+                    "back-end always uses allow_other, direct_io and 0.5 s entry/attr timeouts)")
+    ap.add_argument("-s", action="store_true", help=argparse.SUPPRESS)  # lxcfs legacy, ignored
+    ap.add_argument("--host-root", metavar="DIR", help="read proc/ and sys/ from DIR instead of the host (tests)")
+    ap.add_argument("--fuse-backend", choices=("raw", "mfusepy"), default="raw",
+                    help="raw: supervised workers speaking the kernel protocol (default; survives worker "
+                    "crashes and reloads); mfusepy: one libfuse3 process")
+    ap.add_argument("-v", "--version", action="version", version=f"pylxcfs {__version__}")
+    return ap
+
+
+class PidFile:
+    """A pidfile held with a write lock for the life of the process (lxcfs semantics)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            other = ""
+            try:
+                with open(path) as f:
+                    other = f.read().strip()
+            except OSError:
+                pass
+            raise QuietError(f"pidfile {path} is locked by another pylxcfs (pid {other or '?'})",
+                             EXIT_PIDFILE_LOCKED) from None
+
+    def write(self) -> None:
+        """Record our pid."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def remove(self) -> None:
+        """Unlink and unlock."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+
+def _daemonize() -> Callable[[int], None]:
+    """Fork; the parent waits until the child reports readiness (or failure) and exits with that code.
+    Returns the child's `report(code)`."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(wfd)
+        data = os.read(rfd, 16)
+        if not data:  # the child died without a word
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code > 0 else 1)
+        os._exit(int(data.decode() or "1"))
+    os.close(rfd)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+
+    def report(code: int) -> None:
+        try:
+            os.write(wfd, str(code).encode())
+            os.close(wfd)
+        except OSError:
+            pass
+
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything after argument parsing; raises QuietError for user/environment errors."""
+    foreground = args.foreground or args.debug
+    report: Callable[[int], None] = lambda _code: None  # noqa: E731
+    if args.host_root is not None and not os.path.isdir(os.path.join(args.host_root, "proc")):
+        raise QuietError(f"--host-root {args.host_root}: no proc/ directory there", 1)
+    if os.geteuid() != 0:
+        raise QuietError("pylxcfs must run as root (it mounts a FUSE filesystem with allow_other)", 1)
+    if not foreground:
+        report = _daemonize()
+    try:
+        pidfile = PidFile(args.pidfile)
+        mnt = mountpoint.prepare(args.mountpoint)
+    except QuietError as e:
+        report(e.exit_code)
+        raise
+    try:
+        pidfile.write()
+        cfg = DaemonConfig(host_root=os.path.abspath(args.host_root) if args.host_root else None,
+                           opts=ViewOptions(enable_loadavg=args.enable_loadavg, disable_swap=args.disable_swap,
+                                            enable_cfs=args.enable_cfs), debug=args.debug)
+
+        def on_ready() -> None:
+            log.info("serving %s (pid %d, backend %s)", mnt, os.getpid(), args.fuse_backend)
+            sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+            report(0)
+
+        if args.fuse_backend == "mfusepy":
+            from pylxcfs.fuse.mfuse import serve_mfusepy
+
+            code = serve_mfusepy(mnt, cfg, args.options, on_ready)
+        else:
+            from pylxcfs.fuse.supervisor import Supervisor
+
+            code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify).run()
+    except BaseException:
+        report(1)
+        raise
+    finally:
+        pidfile.remove()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point of `pylxcfs`."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.debug, tag=f"pylxcfs[{os.getpid()}]")
+    try:
+        return run(args)
+    except QuietError as e:
+        print(f"pylxcfs: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"pylxcfs: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,43 @@
+"""The daemon's settings as one serialisable record, so a worker exec'd by the supervisor rebuilds
+exactly the Renderer the command line asked for.
+
+Role: glue between cli.py and the serving processes. It holds data and builds the Renderer; it
+makes no decisions about content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pylxcfs.context import ViewOptions
+from pylxcfs.hostfs import HostRoot
+from pylxcfs.service import Renderer
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """What a serving process needs: the host root (None = the live host), view options, log level."""
+
+    host_root: str | None = None
+    opts: ViewOptions = field(default_factory=ViewOptions)
+    debug: bool = False
+
+    def root(self) -> HostRoot:
+        """The HostRoot to read from."""
+        return HostRoot() if self.host_root is None else HostRoot.from_dir(self.host_root)
+
+    def make_renderer(self) -> Renderer:
+        """A fresh Renderer (call .start() in the serving process)."""
+        return Renderer(self.root(), self.opts)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (the worker's --config)."""
+        return {"host_root": self.host_root, "opts": asdict(self.opts), "debug": self.debug}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DaemonConfig:
+        """Inverse of to_json; unknown option names are ignored (a newer supervisor, an older worker)."""
+        known = set(ViewOptions.__dataclass_fields__)
+        opts = ViewOptions(**{k: bool(v) for k, v in dict(d.get("opts") or {}).items() if k in known})
+        return cls(host_root=d.get("host_root"), opts=opts, debug=bool(d.get("debug", False)))

@@ -1,0 +1,127 @@
+"""Mount point hygiene: find what is mounted at a path, tell a stale FUSE mount from a live one,
+clean stale ones, refuse live ones.
+
+Role: runs before the daemon mounts (cli.py) and in the supervisor's watchdog after the daemon died.
+It reads /proc/self/mountinfo (never statfs magic) and probes liveness with stat(2) in a forked child
+with a deadline, because stat on the mount of a stopped (SIGSTOP) daemon blocks until that daemon
+answers: a probe in our own process could hang the start-up forever.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+
+from pylxcfs import syscalls
+from pylxcfs.errors import QuietError
+
+log = logging.getLogger(__name__)
+
+EXIT_MOUNTPOINT_BUSY = 3
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c: mangle()).
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True, slots=True)
+class MountEntry:
+    """One line of mountinfo, the fields we use."""
+
+    mount_id: int
+    dev: str  # "major:minor"
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """Parse /proc/<pid>/mountinfo text (pure)."""
+    out: list[MountEntry] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 10 or "-" not in parts[6:]:
+            continue
+        sep = parts.index("-", 6)
+        out.append(MountEntry(int(parts[0]), parts[2], _unescape(parts[4]), parts[sep + 1],
+                              _unescape(parts[sep + 2])))
+    return out
+
+
+def canonical(path: str) -> str:
+    """Absolute path with the parent's symlinks resolved; the last component is not stat'ed (it may be a
+    dead mount, where stat fails with ENOTCONN)."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    return os.path.join(os.path.realpath(parent), name) if name else path
+
+
+def mount_at(path: str, mountinfo: str | None = None) -> MountEntry | None:
+    """The top-most mount whose mount point is `path` (already canonical), or None."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mountinfo = f.read()
+    found = None
+    for e in parse_mountinfo(mountinfo):
+        if e.mountpoint == path:
+            found = e  # later lines are mounted on top of earlier ones
+    return found
+
+
+def probe(path: str, timeout_s: float = 2.0) -> int | None:
+    """stat(path) in a forked child. Returns 0 if it answered, the errno if it failed, None if it did not
+    answer within the deadline (a stopped or wedged daemon)."""
+    pid = os.fork()
+    if pid == 0:  # child: no Python cleanup, just the answer in the exit code
+        code = 0
+        try:
+            os.stat(path)
+        except OSError as e:
+            code = e.errno or 255
+        os._exit(code & 0xFF)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)  # FUSE waits are killable (request_wait_answer)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.01)
+
+
+def lazy_unmount(path: str) -> None:
+    """umount2(MNT_DETACH): detach now, free when the last user is gone (works on busy mounts)."""
+    syscalls.umount2(path, syscalls.MNT_DETACH)
+
+
+def prepare(path: str, probe_timeout_s: float = 2.0) -> str:
+    """Make `path` ready to mount on: create it, lazily unmount stale FUSE mounts on it, refuse a live
+    (or unresponsive) FUSE mount with QuietError(EXIT_MOUNTPOINT_BUSY). Returns the canonical path."""
+    path = canonical(path)
+    for _ in range(16):  # stale mounts may be stacked (a daemon restarted in a loop)
+        entry = mount_at(path)
+        if entry is None or not entry.fstype.startswith("fuse"):
+            if entry is not None:
+                log.warning("%s is a %s mount; mounting on top of it", path, entry.fstype)
+            os.makedirs(path, exist_ok=True)
+            return path
+        state = probe(path, probe_timeout_s)
+        if state in (errno.ENOTCONN, errno.ECONNABORTED):
+            log.warning("%s is a stale %s mount (%s): unmounting it lazily", path, entry.fstype,
+                        os.strerror(state))
+            lazy_unmount(path)
+            continue
+        what = "does not answer (stopped daemon?)" if state is None else "is live"
+        raise QuietError(f"{path}: a {entry.fstype} filesystem ({entry.source}) is mounted there and {what}; "
+                         f"stop that daemon first (or unmount it: umount -l {path})", EXIT_MOUNTPOINT_BUSY)
+    raise QuietError(f"{path}: could not clear stale mounts", EXIT_MOUNTPOINT_BUSY)

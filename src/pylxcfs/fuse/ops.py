@@ -1,0 +1,213 @@
+"""Binding-neutral filesystem operations over the Renderer: a static inode table, per-handle content.
+
+Role: what both front-ends (the raw protocol worker, fuse/wire.py, and the mfusepy adapter,
+fuse/mfuse.py) call. It knows the tree (derived from views.registry), hands out file handles that
+own the bytes rendered for the opener at open() (design.md §3.5: a reader never sees a mix of two
+snapshots), serves reads by slicing and maps every refusal to an errno through `FsError`, the only
+error path out. It makes no rendering decisions and imports no FUSE binding.
+
+Handles are 64-bit: a random per-process salt in the high 32 bits and a counter in the low 32. A
+worker that replaced a crashed or retired one therefore never mistakes a handle opened through its
+predecessor for one of its own; for such a foreign handle it renders again for the reading pid (what
+C lxcfs does on every read at offset 0) and keeps the result under that handle.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import zlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from pylxcfs.fuse.protocol import FUSE_ROOT_ID, Attr
+from pylxcfs.views.registry import directories
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = stat.S_IFDIR | 0o555
+FILE_MODE = stat.S_IFREG | 0o444
+DT_DIR = 4
+DT_REG = 8
+# Foreign handles kept at most (their RELEASE may go to another worker and never reach us).
+_MAX_FOREIGN = 4096
+
+
+class RendererLike(Protocol):
+    """The part of pylxcfs.service.Renderer the front-ends use."""
+
+    def paths(self) -> tuple[str, ...]: ...
+
+    def render(self, path: str, caller_pid: int) -> bytes: ...
+
+
+class FsError(Exception):
+    """A refusal with an errno; the front-ends turn it into an error reply."""
+
+    def __init__(self, err: int, what: str = "") -> None:
+        self.errno = err
+        super().__init__(f"{errno.errorcode.get(err, err)}: {what}")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One entry of the static tree."""
+
+    ino: int
+    path: str  # "" for the root, "proc", "proc/meminfo"...
+    is_dir: bool
+    children: tuple[str, ...] = ()
+
+    @property
+    def attr(self) -> Attr:
+        """Caller-independent attributes: like procfs, files have size 0 (direct_io makes reads work)."""
+        if self.is_dir:
+            return Attr(self.ino, DIR_MODE, 2, 0)
+        return Attr(self.ino, FILE_MODE, 1, 0)
+
+
+def stable_ino(path: str) -> int:
+    """The inode number of a path: the root is FUSE_ROOT_ID; others hash the path, so that every worker
+    (including one started from newer code on disk) agrees with the kernel's cached node ids."""
+    if path == "":
+        return FUSE_ROOT_ID
+    return 2 + zlib.crc32(path.encode())
+
+
+class Tree:
+    """The static inode table: directories from views.registry.directories(), files from the renderer."""
+
+    def __init__(self, file_paths: tuple[str, ...]) -> None:
+        dirs = directories()
+        files = set(file_paths)
+        self.by_ino: dict[int, Node] = {}
+        self.by_path: dict[str, Node] = {}
+        for d, children in dirs.items():
+            self._add(Node(stable_ino(d), d, True, children))
+        for f in files:
+            if f not in self.by_path:
+                self._add(Node(stable_ino(f), f, False))
+
+    def _add(self, node: Node) -> None:
+        if node.ino in self.by_ino:
+            raise ValueError(f"inode collision: {node.path!r} and {self.by_ino[node.ino].path!r}")
+        self.by_ino[node.ino] = node
+        self.by_path[node.path] = node
+
+    def node(self, ino: int) -> Node:
+        """The node with inode `ino`; ENOENT if unknown."""
+        n = self.by_ino.get(ino)
+        if n is None:
+            raise FsError(errno.ENOENT, f"inode {ino}")
+        return n
+
+    def child(self, parent: int, name: str) -> Node:
+        """LOOKUP: the child `name` of directory `parent`."""
+        p = self.node(parent)
+        if not p.is_dir:
+            raise FsError(errno.ENOTDIR, p.path)
+        if name == ".":
+            return p
+        if name == "..":
+            return self.by_path[p.path.rpartition("/")[0]] if p.path else p
+        n = self.by_path.get(f"{p.path}/{name}" if p.path else name)
+        if n is None or name not in p.children:
+            raise FsError(errno.ENOENT, f"{p.path}/{name}")
+        return n
+
+    def resolve(self, path: str) -> Node:
+        """A '/'-separated path ("/proc/meminfo" or "proc/meminfo") to its node; ENOENT if absent."""
+        n = self.by_path.get(path.strip("/"))
+        if n is None:
+            raise FsError(errno.ENOENT, path)
+        return n
+
+
+class Operations:
+    """The filesystem: lookup/getattr/open/read/release/opendir/readdir/access/statfs over a Tree."""
+
+    def __init__(self, renderer: RendererLike, salt: int | None = None) -> None:
+        self.renderer = renderer
+        self.tree = Tree(renderer.paths())
+        self._salt = (salt if salt is not None else int.from_bytes(os.urandom(4), "little") | 1) & 0xFFFFFFFF
+        self._next = 0
+        self._handles: dict[int, bytes] = {}
+        self._foreign: dict[int, bytes] = {}
+
+    # -- metadata -------------------------------------------------------------------------------
+    def lookup(self, parent: int, name: str) -> Attr:
+        """The attributes of `name` in directory `parent`."""
+        return self.tree.child(parent, name).attr
+
+    def getattr(self, ino: int) -> Attr:
+        """Attributes of `ino`; independent of the caller."""
+        return self.tree.node(ino).attr
+
+    def access(self, ino: int, mask: int) -> None:
+        """access(2) semantics of lxcfs: read/execute allowed, write refused (EACCES)."""
+        self.tree.node(ino)
+        if mask & os.W_OK:
+            raise FsError(errno.EACCES, "write access")
+
+    # -- files ----------------------------------------------------------------------------------
+    def open(self, ino: int, flags: int, pid: int) -> int:
+        """Render the file for `pid` and return a handle owning the bytes. Write opens: EACCES."""
+        node = self.tree.node(ino)
+        if node.is_dir:
+            raise FsError(errno.EISDIR, node.path)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise FsError(errno.EACCES, f"write open of {node.path}")
+        data = self.renderer.render(node.path, pid)
+        self._next = (self._next + 1) & 0xFFFFFFFF
+        fh = (self._salt << 32) | self._next
+        self._handles[fh] = data
+        return fh
+
+    def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
+        """Bytes [offset, offset+size) of the handle's content (b"" at or past the end)."""
+        data = self._handles.get(fh)
+        if data is None:
+            data = self._foreign.get(fh)
+            if data is None:
+                node = self.tree.node(ino)
+                if node.is_dir:
+                    raise FsError(errno.EISDIR, node.path)
+                # A handle opened through a previous worker: render for the reader (see module doc).
+                log.debug("foreign handle %#x for %s: rendering for pid %d", fh, node.path, pid)
+                data = self.renderer.render(node.path, pid)
+                if len(self._foreign) >= _MAX_FOREIGN:
+                    self._foreign.pop(next(iter(self._foreign)))
+                self._foreign[fh] = data
+        if offset < 0:
+            raise FsError(errno.EINVAL, "negative offset")
+        return data[offset:offset + size]
+
+    def release(self, fh: int) -> None:
+        """Forget a handle (unknown handles are ignored: their owner may have been another worker)."""
+        if self._handles.pop(fh, None) is None:
+            self._foreign.pop(fh, None)
+
+    def open_handles(self) -> int:
+        """How many handles this process holds (for logs and tests)."""
+        return len(self._handles) + len(self._foreign)
+
+    # -- directories ----------------------------------------------------------------------------
+    def opendir(self, ino: int) -> int:
+        """Directories need no state: handle 0."""
+        if not self.tree.node(ino).is_dir:
+            raise FsError(errno.ENOTDIR, self.tree.node(ino).path)
+        return 0
+
+    def readdir(self, ino: int, offset: int) -> list[tuple[str, int, int, int]]:
+        """Entries from index `offset` on, as (name, ino, d_type, next_offset); "." and ".." first."""
+        node = self.tree.node(ino)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR, node.path)
+        parent = self.tree.child(ino, "..")
+        entries: list[tuple[str, int, int]] = [(".", node.ino, DT_DIR), ("..", parent.ino, DT_DIR)]
+        for name in node.children:
+            child = self.tree.child(ino, name)
+            entries.append((name, child.ino, DT_DIR if child.is_dir else DT_REG))
+        return [(n, i, t, k + 1) for k, (n, i, t) in enumerate(entries) if k >= offset]

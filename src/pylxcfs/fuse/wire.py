@@ -1,0 +1,270 @@
+"""The raw-protocol worker: read a request from /dev/fuse, dispatch it to Operations, write the reply.
+
+Role: one serving process of the raw backend. The supervisor (fuse/supervisor.py) mounted the
+filesystem, answered INIT and handed us the /dev/fuse descriptor; we never mount, never negotiate
+and never decide what files contain (ops.py and the Renderer do). Started as
+`python -m pylxcfs.fuse.wire --fd N ...` so that a reload runs the code that is on disk now.
+
+Several workers may read the same descriptor (during a reload the old and the new one do); the
+kernel gives each request to exactly one reader. The descriptor is O_NONBLOCK (the supervisor sets
+it), so a worker told to stop (SIGUSR2 or SIGTERM) notices it between requests: it never abandons a
+request it has read, and exits after answering it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.ops import FsError, Operations
+
+log = logging.getLogger(__name__)
+
+ENTRY_TIMEOUT_S = 0.5  # lxcfs's entry_timeout/attr_timeout; 0 costs 13-35% (fuse-bindings.md §4d)
+ATTR_TIMEOUT_S = 0.5
+
+# Operations that change the tree or file contents. virtual-files.md §3.5: lxcfs answers EPERM for
+# mkdir/rmdir/chmod/chown/truncate (SETATTR) and ENOSYS for the rest; our files are never writable.
+_EPERM_OPS = frozenset({P.Opcode.SETATTR, P.Opcode.MKDIR, P.Opcode.RMDIR})
+_ENOSYS_OPS = frozenset({P.Opcode.SYMLINK, P.Opcode.MKNOD, P.Opcode.UNLINK, P.Opcode.RENAME, P.Opcode.LINK,
+                         P.Opcode.CREATE, P.Opcode.RENAME2, P.Opcode.TMPFILE, P.Opcode.SETXATTR,
+                         P.Opcode.GETXATTR, P.Opcode.LISTXATTR, P.Opcode.REMOVEXATTR})
+
+
+class Dispatcher:
+    """Turns one request (bytes read from /dev/fuse) into one reply (bytes to write), or None."""
+
+    def __init__(self, ops: Operations, debug: bool = False) -> None:
+        self.ops = ops
+        self.debug = debug
+        self.requests = 0
+        self.errors = 0
+        self.destroyed = False
+        self.last_opened: int | None = None  # the handle created by the request just answered, if any
+        self._handlers: dict[int, Callable[[P.InHeader, memoryview], bytes]] = {
+            P.Opcode.LOOKUP: self._lookup,
+            P.Opcode.GETATTR: self._getattr,
+            P.Opcode.OPEN: self._open,
+            P.Opcode.READ: self._read,
+            P.Opcode.RELEASE: self._release,
+            P.Opcode.FLUSH: self._ok,
+            P.Opcode.FSYNC: self._ok,
+            P.Opcode.OPENDIR: self._opendir,
+            P.Opcode.READDIR: self._readdir,
+            P.Opcode.RELEASEDIR: self._ok,
+            P.Opcode.FSYNCDIR: self._ok,
+            P.Opcode.STATFS: self._statfs,
+            P.Opcode.ACCESS: self._access,
+            P.Opcode.DESTROY: self._destroy,
+            P.Opcode.WRITE: self._write,
+        }
+
+    def handle(self, buf: bytes) -> bytes | None:
+        """Answer one request. Never raises: an unexpected exception becomes EIO plus a log line."""
+        h = P.decode_header(buf)
+        self.requests += 1
+        self.last_opened = None
+        if h.opcode in P.NO_REPLY:  # FORGET, BATCH_FORGET: our inode table is static; INTERRUPT: we
+            return None  # answer every request promptly anyway.
+        body = memoryview(buf)[P.IN_HEADER.size:h.length]
+        fn = self._handlers.get(h.opcode)
+        try:
+            if fn is None:
+                if h.opcode in _EPERM_OPS:
+                    raise FsError(errno.EPERM, f"opcode {h.opcode}")
+                if h.opcode == P.Opcode.INIT:
+                    # INIT belongs to the supervisor; seeing it here means a misconfigured start.
+                    raise FsError(errno.EPROTO, "INIT reached a worker")
+                raise FsError(errno.ENOSYS, f"opcode {h.opcode}")
+            out = fn(h, body)
+        except FsError as e:
+            if self.debug:
+                log.debug("op %d ino %d pid %d -> %s", h.opcode, h.nodeid, h.pid, e)
+            return P.reply_error(h.unique, e.errno)
+        except Exception:  # design.md §3.6: an exception becomes an errno and a log line, never a dead fs
+            self.errors += 1
+            log.exception("op %d ino %d pid %d failed", h.opcode, h.nodeid, h.pid)
+            return P.reply_error(h.unique, errno.EIO)
+        return P.reply(h.unique, out)
+
+    # -- handlers: (header, body) -> reply payload -------------------------------------------------
+    @staticmethod
+    def _now() -> tuple[int, int]:
+        ns = time.time_ns()
+        return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def _lookup(self, h: P.InHeader, body: memoryview) -> bytes:
+        name = bytes(body).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        return P.encode_entry(self.ops.lookup(h.nodeid, name), ENTRY_TIMEOUT_S, *self._now())
+
+    def _getattr(self, h: P.InHeader, body: memoryview) -> bytes:
+        return P.encode_attr_out(self.ops.getattr(h.nodeid), ATTR_TIMEOUT_S, *self._now())
+
+    def _open(self, h: P.InHeader, body: memoryview) -> bytes:
+        flags, _open_flags = P.OPEN_IN.unpack_from(body)
+        fh = self.ops.open(h.nodeid, flags, h.pid)
+        self.last_opened = fh
+        # direct_io on every open, keep_cache never: one inode shows different bytes to each container.
+        return P.encode_open(fh, P.FOPEN_DIRECT_IO)
+
+    def _read(self, h: P.InHeader, body: memoryview) -> bytes:
+        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        return self.ops.read(h.nodeid, fh, offset, size, h.pid)
+
+    def _release(self, h: P.InHeader, body: memoryview) -> bytes:
+        fh, *_ = P.RELEASE_IN.unpack_from(body)
+        self.ops.release(fh)
+        return b""
+
+    def _ok(self, h: P.InHeader, body: memoryview) -> bytes:
+        return b""
+
+    def _write(self, h: P.InHeader, body: memoryview) -> bytes:
+        raise FsError(errno.EINVAL, "write")  # lxcfs: write to /proc files -> EINVAL (write opens fail first)
+
+    def _opendir(self, h: P.InHeader, body: memoryview) -> bytes:
+        return P.encode_open(self.ops.opendir(h.nodeid), 0)
+
+    def _readdir(self, h: P.InHeader, body: memoryview) -> bytes:
+        _fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        out = bytearray()
+        for name, ino, dtype, next_off in self.ops.readdir(h.nodeid, offset):
+            rec = P.encode_dirent(ino, next_off, dtype, name.encode())
+            if len(out) + len(rec) > size:
+                break
+            out += rec
+        return bytes(out)
+
+    def _statfs(self, h: P.InHeader, body: memoryview) -> bytes:
+        return P.encode_statfs()
+
+    def _access(self, h: P.InHeader, body: memoryview) -> bytes:
+        mask, _ = P.ACCESS_IN.unpack_from(body)
+        self.ops.access(h.nodeid, mask)
+        return b""
+
+    def _destroy(self, h: P.InHeader, body: memoryview) -> bytes:
+        self.destroyed = True
+        return b""
+
+
+class StopFlag:
+    """Set by SIGUSR2/SIGTERM; a self-pipe wakes a worker blocked in poll()."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+
+    def set(self) -> None:
+        """Ask the loop to stop after the request it is answering."""
+        self.requested = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wfd, b"x")
+
+    def install(self, *signums: int) -> None:
+        """Make these signals request a stop."""
+        for s in signums:
+            signal.signal(s, lambda _n, _f: self.set())
+
+
+def write_reply(fd: int, out: bytes) -> bool:
+    """Write one reply; False when the kernel no longer wants it (ENOENT: the request was interrupted or
+    resent to another worker after FUSE_NOTIFY_RESEND)."""
+    try:
+        os.write(fd, out)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag) -> str:
+    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(stop.rfd, select.POLLIN)
+    bufsize = P.READ_BUFFER
+    while not stop.requested:
+        try:
+            buf = os.read(fd, bufsize)
+        except BlockingIOError:
+            poller.poll()
+            continue
+        except OSError as e:
+            if e.errno == errno.ENODEV:  # unmounted (or connection aborted)
+                return "unmounted"
+            if e.errno in (errno.ENOENT, errno.EINTR):  # request interrupted before we got it
+                continue
+            raise
+        out = dispatcher.handle(buf)
+        if out is not None:
+            try:
+                if not write_reply(fd, out) and dispatcher.last_opened is not None:
+                    # The kernel dropped our OPEN reply (resent elsewhere): free the handle it carried.
+                    dispatcher.ops.release(dispatcher.last_opened)
+            except OSError as e:
+                if e.errno == errno.ENODEV:
+                    return "unmounted"
+                raise
+        if dispatcher.destroyed:
+            return "destroyed"
+    return "stopped"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pylxcfs-worker", description="pylxcfs raw FUSE worker (started by the "
+                                 "supervisor; not for direct use)")
+    ap.add_argument("--fd", type=int, required=True, help="/dev/fuse descriptor, already initialised")
+    ap.add_argument("--ready-fd", type=int, default=-1, help="write one byte here when ready to serve")
+    ap.add_argument("--parent", type=int, default=0, help="supervisor pid (exit if it is gone)")
+    ap.add_argument("--config", default="{}", help="JSON: host_root, opts, debug")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: build the Renderer, signal readiness, serve until told to stop."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from pylxcfs import syscalls
+    from pylxcfs.fuse.config import DaemonConfig
+    from pylxcfs.log import setup_logging
+
+    cfg = DaemonConfig.from_json(json.loads(args.config))
+    setup_logging(cfg.debug, tag=f"worker[{os.getpid()}]")
+    # Die with the supervisor: the connection must drop when it does, so the watchdog can unmount.
+    syscalls.set_pdeathsig(signal.SIGKILL)
+    if args.parent and os.getppid() != args.parent:
+        log.error("supervisor %d is gone before we started", args.parent)
+        return 1
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which tells us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stop = StopFlag()
+    stop.install(signal.SIGUSR2, signal.SIGTERM)
+    renderer = cfg.make_renderer()
+    ops = Operations(renderer)
+    dispatcher = Dispatcher(ops, debug=cfg.debug)
+    renderer.start()
+    if args.ready_fd >= 0:
+        os.write(args.ready_fd, b"R")
+        os.close(args.ready_fd)
+    log.info("serving")
+    try:
+        why = serve(args.fd, dispatcher, stop)
+    finally:
+        renderer.close()
+    log.info("exiting (%s) after %d requests", why, dispatcher.requests)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
