@@ -1,0 +1,184 @@
+"""/proc/stat for a container: one row per CPU it sees, CPU times from its cgroup, monotone counters.
+
+Role: one virtual file (registry "proc/stat"). `produce` gathers (host /proc/stat, cpuset, CFS quota with
+--enable-cfs, cgroup CPU usage, a monotonic clock reading), then calls pure functions: `raw_rows` (the
+formula below), `advance` (the explicit counter state) and `render_stat`.
+
+Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq softirq steal guest guest_nice):
+  V = the container's CPUs, ascending (cpuset ∩ host online); m = len(V), or with --enable-cfs
+      min(len(V), ceil(min quota/period over the cpu cgroup and its ancestors)). Rows are cpu0..cpu(m-1);
+      row k describes physical CPU V[k] (renumbered from 0 like lxcfs's CPU view and like our cpuinfo).
+  user_k, system_k:
+      v1 and m == len(V): cpuacct.usage_all of CPU V[k] (ns -> ticks: floor(ns * USER_HZ / 1e9))
+      otherwise (v2 has totals only; with a CFS cap the usage of all V must fit into m rows):
+          U = ticks(sum of the cgroup's user time over V, or cpu.stat user_usec on v2); S likewise;
+          user_k = U // m + (1 if k < U % m else 0)   (an even split: exact sum and monotone in U)
+  idle_k  = h.idle + (used_h - (user_k + system_k)) if used_h >= user_k + system_k else h.idle,
+      where h is the host row of V[k] and used_h the sum of its non-idle columns (lxcfs proc_stat, §6.6):
+      time this CPU spent on anything other than the container counts as idle from inside.
+  nice, iowait, irq, softirq, steal, guest, guest_nice = 0 (cgroups do not account them per cgroup).
+  No cpuacct cgroup at all: the host rows of V[:m], renumbered.
+  cpu (aggregate) = the column-wise sum of the shown rows, so sum(rows) == total always.
+
+Monotone counters (the state in env.states["stat"], one node per cgroup): the shown value of each row and
+column only ever grows by max(0, new_raw - previous_raw), so a usage split that shifts between reads (v1
+fallback ratio, cgroup recreated under the same path) never makes top compute negative deltas. When the set
+of CPUs changes, the node is rebased (no jump); rows that disappear are folded into the last remaining row
+(lxcfs's "the last row absorbs the remaining CPUs"), so neither a row nor the aggregate ever goes down.
+Nodes unused for 10 minutes are pruned (checked at most once a minute).
+
+Other lines: intr, ctxt, processes, procs_running, procs_blocked, softirq and unknown lines are the host's,
+verbatim (cgroups do not count interrupts, context switches or forks). btime is rewritten to
+host btime + start time of the container's init, i.e. now - the container's uptime, so that
+`ps -o lstart` and `uptime -s` inside agree with /proc/uptime.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pylxcfs.cgroups.cpu import CpuUsage, cpu_usage
+from pylxcfs.context import ContainerContext, ViewEnv
+from pylxcfs.parse.stat import IDLE, NCOLS, CpuTimes, ProcStat, parse_stat
+from pylxcfs.views.cpuview import select_cpus
+
+__all__ = ["StatNode", "StatState", "advance", "produce", "raw_rows", "render_stat"]
+
+# /proc/stat counts in USER_HZ, which is what sysconf(_SC_CLK_TCK) reports (times(2)); 100 on Linux.
+USER_HZ = os.sysconf("SC_CLK_TCK")
+_NS_PER_S = 1_000_000_000
+PRUNE_AFTER_S = 600.0
+PRUNE_EVERY_S = 60.0
+_ZERO_TAIL = (0,) * (NCOLS - 4)
+
+
+def ns_to_ticks(ns: int, hz: int = USER_HZ) -> int:
+    """Nanoseconds -> USER_HZ ticks, truncating (as lxcfs does)."""
+    return ns * hz // _NS_PER_S
+
+
+def _even(total: int, m: int, k: int) -> int:
+    return total // m + (1 if k < total % m else 0)
+
+
+def raw_rows(host: ProcStat, shown: Sequence[int], visible: Sequence[int], usage: CpuUsage | None,
+             hz: int = USER_HZ) -> list[CpuTimes]:
+    """The formula in the module docstring, before the monotone state: one 10-tuple per shown CPU. Pure."""
+    hrows = [host.per_cpu[c] for c in shown]
+    if usage is None:
+        return hrows
+    m = len(shown)
+    if usage.per_cpu is not None and m == len(visible):
+        pairs = [usage.per_cpu.get(c, (0, 0)) for c in shown]
+        users = [ns_to_ticks(u, hz) for u, _ in pairs]
+        systems = [ns_to_ticks(s, hz) for _, s in pairs]
+    else:
+        if usage.per_cpu is not None:
+            u_ns = sum(usage.per_cpu.get(c, (0, 0))[0] for c in visible)
+            s_ns = sum(usage.per_cpu.get(c, (0, 0))[1] for c in visible)
+        else:
+            u_ns, s_ns = usage.user_ns, usage.system_ns
+        ut, st = ns_to_ticks(u_ns, hz), ns_to_ticks(s_ns, hz)
+        users = [_even(ut, m, k) for k in range(m)]
+        systems = [_even(st, m, k) for k in range(m)]
+    rows: list[CpuTimes] = []
+    for h, u, s in zip(hrows, users, systems, strict=True):
+        idle = h[IDLE]
+        used_h = sum(h) - idle
+        cg = u + s
+        if used_h >= cg:
+            idle += used_h - cg
+        rows.append((u, 0, s, idle, *_ZERO_TAIL))
+    return rows
+
+
+@dataclass(slots=True)
+class StatNode:
+    """Counter state of one container cgroup: what was last computed (`base`) and what was shown (`out`)."""
+
+    config: tuple[int, ...]  # the physical CPUs behind the rows; a change rebases
+    base: list[CpuTimes]
+    out: list[list[int]]
+    seen: float  # monotonic seconds of the last read
+
+
+@dataclass(slots=True)
+class StatState:
+    """env.states["stat"]: nodes by cgroup key."""
+
+    nodes: dict[str, StatNode] = field(default_factory=dict)
+    last_prune: float = 0.0
+
+    def prune(self, now: float) -> None:
+        """Forget cgroups not read for PRUNE_AFTER_S (at most once per PRUNE_EVERY_S)."""
+        if now - self.last_prune < PRUNE_EVERY_S:
+            return
+        self.last_prune = now
+        stale = [k for k, n in self.nodes.items() if now - n.seen > PRUNE_AFTER_S]
+        for k in stale:
+            del self.nodes[k]
+
+
+def advance(node: StatNode | None, config: tuple[int, ...], raw: Sequence[CpuTimes], now: float) -> StatNode:
+    """Fold one read into the node (or start one): counters grow by clamped deltas. Pure except `node`."""
+    if node is None:
+        return StatNode(config, list(raw), [list(r) for r in raw], now)
+    out = node.out
+    if node.config == config and len(node.base) == len(raw):
+        for o, b, r in zip(out, node.base, raw, strict=True):
+            for c in range(NCOLS):
+                d = r[c] - b[c]
+                if d > 0:
+                    o[c] += d
+    else:
+        # Rebase: keep what was shown. Rows that vanish fold into the last remaining row; new rows start
+        # from their raw values (the aggregate can only grow).
+        n = len(raw)
+        if n < len(out):
+            last = out[n - 1]
+            for gone in out[n:]:
+                for c in range(NCOLS):
+                    last[c] += gone[c]
+            del out[n:]
+        for r in raw[len(out):]:
+            out.append(list(r))
+        node.config = config
+    node.base = list(raw)
+    node.seen = now
+    return node
+
+
+def render_stat(rows: Sequence[Sequence[int]], host: ProcStat, btime: int | None) -> str:
+    """The file text: "cpu " aggregate, cpu0.., then the host's other lines (btime replaced if given). Pure."""
+    total = [sum(col) for col in zip(*rows, strict=True)] if rows else [0] * NCOLS
+    lines = ["cpu  " + " ".join(map(str, total))]
+    lines.extend(f"cpu{k} " + " ".join(map(str, r)) for k, r in enumerate(rows))
+    other = list(host.other)
+    if btime is not None and host.btime_index is not None:
+        other[host.btime_index] = f"btime {btime}"
+    lines.extend(other)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def produce(env: ViewEnv, ctx: ContainerContext) -> str:
+    """The caller's /proc/stat (raises on failure; the renderer then serves the host file)."""
+    host = parse_stat(env.root.read_proc("stat").decode("ascii", "replace"), env.root.proc_path("stat"))
+    sel = select_cpus(env, ctx, host.per_cpu)
+    shown = sel.shown_cpus
+    usage = cpu_usage(ctx.cpuacct) if ctx.cpuacct is not None else None
+    raw = raw_rows(host, shown, sel.visible, usage)
+    state = env.states.get("stat")
+    if not isinstance(state, StatState):
+        state = StatState()
+        env.states["stat"] = state
+    now = time.monotonic()
+    key = ctx.cpuacct.path if ctx.cpuacct is not None else "cpuset:" + (ctx.cpuset.path if ctx.cpuset else "")
+    node = advance(state.nodes.get(key), shown, raw, now)
+    state.nodes[key] = node
+    state.prune(now)
+    btime = host.btime + ctx.init_start_ticks // USER_HZ if host.btime is not None else None
+    return render_stat(node.out, host, btime)
