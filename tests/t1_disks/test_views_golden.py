@@ -1,0 +1,70 @@
+"""views/diskstats.py and views/partitions.py: produce() over each fixture host must equal the hand-derived
+golden files (tests/golden/<host>/{diskstats,partitions}.txt), plus the pure render rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from pylxcfs.cgroups.blkio import IoCounters
+from pylxcfs.context import ViewEnv, ViewOptions
+from pylxcfs.devnames import ContainerDevices
+from pylxcfs.parse.diskstats import DiskstatsLine
+from pylxcfs.views import diskstats, partitions
+from pylxcfs.views.diskstats import counter_fields, diskstats_names, render_diskstats
+
+from .conftest import GOLDEN, HOSTS, fixture_ctx, fixture_root
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_diskstats_golden(host: str) -> None:
+    env = ViewEnv(root=fixture_root(host), opts=ViewOptions())
+    assert diskstats.produce(env, fixture_ctx(host)) == (GOLDEN / host / "diskstats.txt").read_text()
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_partitions_golden(host: str) -> None:
+    env = ViewEnv(root=fixture_root(host), opts=ViewOptions())
+    assert partitions.produce(env, fixture_ctx(host)) == (GOLDEN / host / "partitions.txt").read_text()
+
+
+def test_diskstats_without_blkio_cgroup_raises() -> None:
+    import dataclasses
+
+    ctx = dataclasses.replace(fixture_ctx("x86_64-legacy-centos7"), blkio=None)
+    with pytest.raises(Exception, match="blkio"):
+        diskstats.produce(ViewEnv(root=fixture_root("x86_64-legacy-centos7"), opts=ViewOptions()), ctx)
+
+
+C = IoCounters(reads=1, read_merged=2, read_bytes=1536, read_time_ns=3_999_999, writes=4, write_merged=5,
+               write_bytes=1023, write_time_ns=6_000_000, discards=7, discard_merged=8, discard_bytes=4096,
+               discard_time_ns=9_000_001, io_time_ns=10_500_000)
+
+
+def test_counter_fields_every_width() -> None:
+    # weighted = (3999999 + 6000000 + 9000001) ns = 19 ms; the per-op ms truncate separately (3 + 6 + 9 = 18).
+    full = (1, 2, 3, 3, 4, 5, 1, 6, 0, 10, 19, 7, 8, 8, 9, 0, 0)
+    assert counter_fields(C, 17) == full
+    assert counter_fields(C, 15) == full[:15]
+    assert counter_fields(C, 11) == full[:11]
+    assert counter_fields(C, 4) == (1, 3, 4, 1)
+    assert counter_fields(C, 19) == (*full, 0, 0)
+
+
+def test_render_keeps_host_order_and_drops_unnamed_or_uncounted() -> None:
+    host = [DiskstatsLine(8, 16, "sdb", (0,) * 11), DiskstatsLine(8, 0, "sda", (0,) * 11),
+            DiskstatsLine(8, 32, "sdc", (0,) * 11)]
+    text = render_diskstats(host, {(8, 0): C, (8, 16): C}, {(8, 0): "sda", (8, 32): "xvdc", (8, 16): "b"})
+    # 8:32 is named but has no counters; 8:16 then 8:0 in host order.
+    assert [ln.split()[2] for ln in text.splitlines()] == ["b", "sda"]
+    assert text.splitlines()[1] == "   8       0 sda 1 2 3 3 4 5 1 6 0 10 19"
+
+
+def test_zero_counters_still_listed() -> None:
+    text = render_diskstats([DiskstatsLine(7, 0, "loop0", (0,) * 17)], {(7, 0): IoCounters()}, {(7, 0): "xvdb"})
+    assert text == "   7       0 xvdb" + " 0" * 17 + "\n"
+
+
+def test_root_disk_named_sda_even_with_its_own_node() -> None:
+    devs = ContainerDevices(nodes={(254, 0): "vda", (7, 0): "xvdb"}, root_dev=(254, 2), root_disk=(254, 0))
+    assert diskstats_names(devs) == {(254, 0): "sda", (7, 0): "xvdb"}
+    assert partitions.partitions_names(devs) == {(254, 0): "vda", (254, 2): "sda", (7, 0): "xvdb"}
