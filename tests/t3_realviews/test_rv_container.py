@@ -44,6 +44,7 @@ class Seen:
     pid: int
     host_uptime_after: float
     elapsed_s: float  # wall time from launching the container to the end of its reads
+    wall_after: float  # time.time() right after the container exited
 
 
 def _read_in(mnt: Path, cg: V1Cgroup) -> Seen:
@@ -51,9 +52,10 @@ def _read_in(mnt: Path, cg: V1Cgroup) -> Seen:
     t0 = time.monotonic()
     r = pidns.read_files(paths, cgroups=[cg])
     elapsed = time.monotonic() - t0
+    wall_after = time.time()
     host_up = ex.uptime(ex.host_file("/proc/uptime"))[0]
     files = {p: r[mnt / p] for p in ALL}
-    return Seen(cg, files, r.all(mnt / STAT)[1], r.pid, host_up, elapsed)
+    return Seen(cg, files, r.all(mnt / STAT)[1], r.pid, host_up, elapsed, wall_after)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +214,36 @@ def test_unlimited_sees_all_host_cpus(unlimited: Seen) -> None:
     assert [b["processor"] for b in ex.cpuinfo_blocks(unlimited.files[CPUINFO])] == [str(i) for i in range(n)]
     assert len(ex.stat_cpus(unlimited.files[STAT])) == n + 1
     assert ex.cpulist(unlimited.files[ONLINE]) == ex.cpulist(host_online)
+
+
+def test_limited_stat_btime_matches_container_uptime(limited: Seen) -> None:
+    # Issue 2: "btime consistent with the container's uptime": btime + uptime = the wall clock at the read.
+    # (The C lxcfs 5.0 copies the host's btime here: a deliberate difference.)
+    btime = ex.stat_value(limited.files[STAT], "btime")
+    age, _ = ex.uptime(limited.files[UPTIME])
+    assert abs(btime + age - limited.wall_after) <= limited.elapsed_s + 2.0, (btime, age, limited.wall_after)
+
+
+# --- a cpuset that does not start at 0 ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_cpu(cgtree: CgroupTree, ours: Mounted) -> Seen:
+    """cpuset.cpus = 1: the container owns only the host's SECOND CPU."""
+    return _read_in(ours.mnt, cgtree.child("second-cpu", cpus="1"))
+
+
+def test_second_cpu_cpuinfo_shows_one_processor_from_0(second_cpu: Seen) -> None:
+    blocks = ex.cpuinfo_blocks(second_cpu.files[CPUINFO])
+    assert [b["processor"] for b in blocks] == ["0"]
+    host1 = ex.cpuinfo_blocks(ex.host_file("/proc/cpuinfo"))[1]
+    assert blocks[0].get("apicid") == host1.get("apicid"), "the block shown must be the host's CPU 1"
+
+
+def test_second_cpu_stat_rows_and_online_agree(second_cpu: Seen) -> None:
+    # One row, and whichever numbering is used, /proc/stat's cpuN rows and the online list must name the same
+    # CPUs (tools such as top -1 and lscpu combine them). lxcfs 5.0 keeps the physical number in both ("cpu1", "1").
+    rows = [r.label for r in ex.stat_cpus(second_cpu.files[STAT])[1:]]
+    assert len(rows) == 1
+    online = ex.cpulist(second_cpu.files[ONLINE])
+    assert {int(label[3:]) for label in rows} == online, (rows, second_cpu.files[ONLINE])
