@@ -35,7 +35,8 @@ def test_inner_session_passes_in_pure_v2_guest(tmp_path: Path) -> None:
         "--disk-mb", "64", "--disk-mb", "64", "--cwd", str(REPO),
         "--",
         # The venv's interpreter is reachable at the same path in the guest (host / over 9p).
-        sys.executable, "-m", "pytest", "tests/v2guest/inner", "-p", "no:cacheprovider", "-v", "-ra",
+        sys.executable, "-m", "pytest", "tests/v2guest/inner", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+        "-v", "-ra",
         "--timeout", "300", "--color", "no",
     ]
     out_path = tmp_path / "guest-output.txt"

@@ -42,10 +42,10 @@ SWAP_DISK = "vdb"
 READ_BYTES = 64 * 65536
 WRITE_BYTES = 16 * 65536
 
+# Read between the two io.stat reads (proc/stat is read on its own, between the two cpu.stat reads).
 VIEW_FILES = {
     "meminfo": "proc/meminfo",
     "cpuinfo": "proc/cpuinfo",
-    "stat": "proc/stat",
     "swaps": "proc/swaps",
     "diskstats": "proc/diskstats",
     "uptime": "proc/uptime",
@@ -166,7 +166,8 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
 
 # The container's script: PID 1 of a new pid namespace (with its own /proc), born inside the limited cgroup.
 # It burns some CPU and does direct I/O first, so cpu.stat and io.stat have something to show, then reads the
-# cgroup files just before and just after the virtual files. Each section starts with "@@@ name"; a failed read
+# cgroup files just before and just after the virtual files that depend on them (cpu.stat around proc/stat,
+# io.stat around the rest, which does no block I/O). Each section starts with "@@@ name"; a failed read
 # is recorded as "@@@ERROR" so the test that needs it can say so.
 CONTAINER_SCRIPT = r"""
 mnt=$1 cg=$2
@@ -178,9 +179,10 @@ section() {{ echo "@@@ $1"; cat "$2" || echo "@@@ERROR cat $2"; }}
 section pid1_cgroup /proc/1/cgroup
 echo "@@@ dev_node"; ls -l /dev/{io_disk}
 section cpu.stat.before "$cg/cpu.stat"
+section stat "$mnt/proc/stat"
+section cpu.stat.after "$cg/cpu.stat"
 section io.stat.before "$cg/io.stat"
 {reads}
-section cpu.stat.after "$cg/cpu.stat"
 section io.stat.after "$cg/io.stat"
 echo "@@@ end"
 """

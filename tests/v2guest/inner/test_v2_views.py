@@ -90,6 +90,8 @@ def test_daemon_mounted_as_fuse_lxcfs(daemon: Daemon) -> None:
 
 def test_container_init_is_in_the_limited_cgroup(container: ContainerRun) -> None:
     assert container["pid1_cgroup"].strip() == f"0::/{container.cgroup.name}"
+    # The busy loop ran into cpu.max: the limits we set are really in force on this kernel.
+    assert _flat(container["cpu.stat.before"])["nr_throttled"] > 0
 
 
 # ----------------------------------------------------------------------------------------------- the views
