@@ -1,0 +1,37 @@
+"""/proc/swaps for a container (spec §6.2; LXCFS proc_swaps_read).
+
+The header is the host's own first line (the kernel's, with its two tabs; LXCFS prints one). A single
+"none ... virtual" line shows the container's swap (same figures as SwapTotal/SwapFree in our meminfo) when
+that is > 0; -u, swap accounting off or a host without swap give the header only.
+"""
+
+from __future__ import annotations
+
+from pylxcfs.cgroups import memory
+from pylxcfs.context import ContainerContext, ViewEnv, ViewOptions
+from pylxcfs.errors import CgroupUnavailable
+from pylxcfs.parse.meminfo import parse_meminfo
+from pylxcfs.views.meminfo import swap_kib
+
+
+def render_swaps(header: str, host_swap_kib: int, mem: memory.MemorySnapshot, opts: ViewOptions) -> str:
+    """The container's /proc/swaps text; `header` is the host's first line without its newline."""
+    total, used = swap_kib(host_swap_kib, mem, opts)
+    out = header + "\n"
+    if total > 0:
+        # Column layout of mm/swapfile.c swap_show(): name padded to 40, then tab-separated columns with an
+        # extra tab after numbers below 10^7.
+        t1 = "\t" if total < 10_000_000 else ""
+        t2 = "\t" if used < 10_000_000 else ""
+        out += f"{'none':<40}virtual\t\t{total}\t{t1}{used}\t{t2}0\n"
+    return out
+
+
+def produce(env: ViewEnv, ctx: ContainerContext) -> str:
+    """View entry point (context.py contract)."""
+    if ctx.memory is None:
+        raise CgroupUnavailable("memory", "no memory cgroup for the container")
+    header = env.root.read_proc("swaps").decode().split("\n", 1)[0]
+    host_swap = parse_meminfo(env.root.read_proc("meminfo").decode()).value_kib("SwapTotal") or 0
+    want_swap = not env.opts.disable_swap and host_swap > 0
+    return render_swaps(header, host_swap, memory.snapshot(ctx.memory, want_swap), env.opts)
