@@ -137,6 +137,14 @@ def ours_loadavg(rv_tmp: Path, impl: str) -> Iterator[Mounted]:
 
 
 @pytest.fixture(scope="session")
+def ours_cfs(rv_tmp: Path, impl: str) -> Iterator[Mounted]:
+    """Our daemon with --enable-cfs (CPU count from the CFS quota, capped by the cpuset)."""
+    d = start_daemon(impl, rv_tmp / "ours-cfs", ["--enable-cfs"])
+    yield d
+    stop_daemon(d)
+
+
+@pytest.fixture(scope="session")
 def clxcfs(rv_tmp: Path) -> Iterator[Mounted]:
     """The Debian C lxcfs 5.0.3, the reference implementation, on its own mount point."""
     if shutil.which("lxcfs") is None:
