@@ -1,0 +1,191 @@
+"""Find running containers without depending on any one engine (toolkit.md §6.5, §5.6):
+1. the hook's registry (containers that opted in),
+2. runc-style state roots (<root>/<id>/state.json: runc, docker, containerd, iSulad-with-runc),
+3. crun state roots (<root>/<id>/status),
+4. a /proc scan for pid-namespace inits (NSpid ends in 1) as the last resort.
+Roots are configurable (--state-root KIND:DIR or PYLXCFS_STATE_ROOTS="runc:/a,crun:/b"; PYLXCFS_PROCSCAN=0), so
+tests only ever see their own runc --root. Every id read from disk is validated before use.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from pylxcfs.ct.apply import proc_start_time
+from pylxcfs.ct.mountinfo import Mount, parse_mountinfo
+from pylxcfs.ct.oci import valid_container_id
+from pylxcfs.toolkit import registry
+
+log = logging.getLogger(__name__)
+
+# (kind, glob) of default state roots; a glob may match several roots (containerd namespaces, iSulad runtimes).
+DEFAULT_STATE_ROOTS: tuple[tuple[str, str], ...] = (
+    ("runc", "/run/runc"),
+    ("runc", "/run/docker/runtime-runc/*"),
+    ("runc", "/run/containerd/runc/*"),
+    ("runc", "/run/isulad/runc/*"),  # iSulad's shim: --root <state>/<runtime>/<id>/<runtime> (not verified)
+    ("runc", "/var/run/isulad/*/*/runc"),
+    ("crun", "/run/crun"),
+    ("crun", "/run/docker/runtime-crun/*"),
+    ("crun", "/run/containerd/crun/*"),
+)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class Candidate:
+    """A running container as far as discovery can tell. `registered`: the hook set it up for lxcfs."""
+
+    id: str
+    pid: int
+    start_time: int | None
+    source: str
+    rootfs: str | None = None
+    name: str | None = None
+    registered: bool = False
+    aliases: list[str] = field(default_factory=list)
+
+
+def parse_roots(spec: str) -> list[tuple[str, str]]:
+    """"runc:/a,crun:/b" -> [("runc", "/a"), ("crun", "/b")]; a bare path means runc."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        kind, sep, path = item.partition(":")
+        if not sep or kind not in ("runc", "crun"):
+            kind, path = "runc", item
+        out.append((kind, path))
+    return out
+
+
+def state_roots(flags: list[str] | None) -> list[tuple[str, str]]:
+    if flags:
+        return [r for f in flags for r in parse_roots(f)]
+    env = os.environ.get("PYLXCFS_STATE_ROOTS")
+    return parse_roots(env) if env is not None else list(DEFAULT_STATE_ROOTS)
+
+
+def _load_json(path: str) -> dict[str, object] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    if not pid or pid <= 1:
+        return False
+    st = proc_start_time(pid)
+    return st is not None and (start is None or st == start)
+
+
+def scan_root(kind: str, root: str) -> list[Candidate]:
+    out: list[Candidate] = []
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for cid in entries:
+        if not valid_container_id(cid):
+            continue
+        if kind == "runc":
+            data = _load_json(os.path.join(root, cid, "state.json"))
+            if data is None:
+                continue
+            pid, start = _int(data.get("init_process_pid")), _int(data.get("init_process_start"))
+            cfg = data.get("config")
+            rootfs = cfg.get("rootfs") if isinstance(cfg, dict) else None
+        else:
+            data = _load_json(os.path.join(root, cid, "status"))
+            if data is None:
+                continue
+            pid, start = _int(data.get("pid")), _int(data.get("process-start-time"))
+            rootfs = data.get("rootfs")
+        if pid is not None and _alive(pid, start):
+            out.append(Candidate(cid, pid, start, f"{kind}:{root}", rootfs if isinstance(rootfs, str) else None))
+    return out
+
+
+def scan_proc(proc: str = "/proc") -> list[Candidate]:
+    """Pid-namespace inits (last NSpid == 1) in another mount namespace than ours."""
+    out: list[Candidate] = []
+    try:
+        my_mnt = os.stat(f"{proc}/self/ns/mnt").st_ino
+    except OSError:
+        return out
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"{proc}/{pid}/status", encoding="utf-8") as f:
+                nspid = next((ln.split()[1:] for ln in f if ln.startswith("NSpid:")), [])
+            if len(nspid) < 2 or nspid[-1] != "1" or os.stat(f"{proc}/{pid}/ns/mnt").st_ino == my_mnt:
+                continue
+            with open(f"{proc}/{pid}/cgroup", encoding="utf-8") as f:
+                hexes = _HEX64.findall(f.read())
+        except (OSError, StopIteration):
+            continue
+        cid = hexes[-1] if hexes else f"pid-{pid}"
+        out.append(Candidate(cid, pid, proc_start_time(pid), "procscan"))
+    return out
+
+
+def procscan_enabled(flag_disabled: bool) -> bool:
+    return not flag_disabled and os.environ.get("PYLXCFS_PROCSCAN", "1") != "0"
+
+
+def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = True) -> list[Candidate]:
+    """Merge every source; the first source naming an id wins, later ones only add registration/aliases.
+    A pid seen twice under different ids is kept once (the registry's id first)."""
+    by_id: dict[str, Candidate] = {}
+    by_pid: dict[int, Candidate] = {}
+
+    def add(c: Candidate) -> None:
+        if c.id in by_id:
+            by_id[c.id].registered |= c.registered
+            return
+        if c.pid in by_pid:
+            other = by_pid[c.pid]
+            other.registered |= c.registered
+            other.aliases.append(c.id)
+            return
+        by_id[c.id] = c
+        by_pid[c.pid] = c
+
+    records = registry.prune(registry_dir, registry.load(registry_dir))
+    for rec in records:
+        if rec.pid:
+            add(Candidate(rec.id, rec.pid, rec.start_time, "registry", rec.rootfs, rec.name, registered=True))
+    for kind, pattern in roots:
+        for root in sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]:
+            for c in scan_root(kind, root):
+                add(c)
+    # Registered ids without a pid (createContainer records) are matched by id to a runtime root.
+    for rec in records:
+        if not rec.pid and rec.id in by_id:
+            by_id[rec.id].registered = True
+    if procscan:
+        for c in scan_proc():
+            if c.pid not in by_pid:
+                add(c)
+    return list(by_id.values())
+
+
+def container_mounts(pid: int) -> list[Mount]:
+    """/proc/<pid>/mountinfo (paths relative to the container's root); [] when it vanished."""
+    try:
+        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return parse_mountinfo(f.read(), f"/proc/{pid}/mountinfo")
+    except OSError:
+        return []

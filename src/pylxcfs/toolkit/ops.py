@@ -1,0 +1,143 @@
+"""remount / umount orchestration: pick the containers, build pure plans, run them in forked workers with bounded
+parallelism and a per-container deadline, verify the result from /proc/<pid>/mountinfo, summarise.
+
+The parent never enters a namespace and never touches a FUSE path; workers do (pylxcfs.ct.nsexec).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pylxcfs.ct import apply, nsexec
+from pylxcfs.ct.plan import OVERLAY_PREFIXES, AttachPlan, attach_plan, detach_plan, lxcfs_mounts_under
+from pylxcfs.toolkit.discovery import Candidate, container_mounts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ContainerResult:
+    """status: ok | failed. outcomes: per-target dicts from ct.apply."""
+
+    id: str
+    pid: int
+    status: str
+    error: str = ""
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def has_lxcfs(pid: int) -> bool:
+    """The container shows lxcfs mounts (live or stale), i.e. it was set up for lxcfs by someone."""
+    return any(m.is_lxcfs for m in container_mounts(pid))
+
+
+def select_for_all(cands: list[Candidate], include_unconfigured: bool) -> list[Candidate]:
+    return [c for c in cands if include_unconfigured or c.registered or has_lxcfs(c.pid)]
+
+
+def _same_mntns_as_us(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return False
+
+
+def precheck(c: Candidate) -> str | None:
+    """Why this container cannot be worked on, or None."""
+    if c.pid <= 1:
+        return f"bad pid {c.pid}"
+    st = apply.proc_start_time(c.pid)
+    if st is None:
+        return f"pid {c.pid} is gone"
+    if c.start_time is not None and st != c.start_time:
+        return f"pid {c.pid} was reused (start time changed)"
+    if _same_mntns_as_us(c.pid):
+        # lxcfs-tools' sanity check (design.md §3.7): never overlay the toolkit's own (host) /proc.
+        return f"pid {c.pid} shares our mount namespace (not a container?)"
+    return None
+
+
+def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]]) -> list[str]:
+    """After remount: each mounted target has exactly one lxcfs mount, and none is shared."""
+    mounts = container_mounts(pid)
+    problems = []
+    per_target: dict[str, int] = {}
+    for m, rel in lxcfs_mounts_under(mounts, plan.root, OVERLAY_PREFIXES):
+        per_target[rel] = per_target.get(rel, 0) + 1
+        if m.is_shared:
+            problems.append(f"/{rel} is shared ({' '.join(m.optional)})")
+    for o in outcomes:
+        if o["action"] == "mounted":
+            n = per_target.get(o["target"].lstrip("/"), 0)
+            if n != 1:
+                problems.append(f"{o['target']}: {n} lxcfs mounts after remount")
+    return problems
+
+
+def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsexec.Job], parallel: int,
+         timeout_s: float, verify: Callable[[Candidate, list[dict[str, Any]]], list[str]] | None
+         ) -> list[ContainerResult]:
+    results: dict[str, ContainerResult] = {}
+    jobs: list[tuple[str, nsexec.Job]] = []
+    by_label: dict[str, Candidate] = {}
+    for c in cands:
+        why = precheck(c)
+        if why:
+            results[c.id] = ContainerResult(c.id, c.pid, "failed", why)
+            continue
+        jobs.append((c.id, make_job(c)))
+        by_label[c.id] = c
+    for r in nsexec.run_jobs(jobs, parallel, timeout_s):
+        c = by_label[r.label]
+        outcomes = list(r.data.get("outcomes", [])) if r.ok else []
+        failed = [f"{o['target']}: {o['detail']}" for o in outcomes if o["action"] == "failed"]
+        if r.ok and verify is not None:
+            failed += verify(c, outcomes)
+        error = r.error if not r.ok else "; ".join(failed)
+        results[c.id] = ContainerResult(c.id, c.pid, "ok" if r.ok and not failed else "failed", error, outcomes,
+                                        round(r.elapsed_s, 3))
+    ordered = [results[c.id] for c in cands]
+    for res in ordered:
+        kv = {"container": res.id, "pid": res.pid}
+        if res.status == "ok":
+            mounted = sum(1 for o in res.outcomes if o["action"] == "mounted")
+            removed = sum(1 for o in res.outcomes if o["action"] == "removed")
+            log.info(f"{kind} done: {mounted} mounted, {removed} removed", extra={"kv": kv})
+        else:
+            log.error(f"{kind} failed: {res.error}", extra={"kv": kv})
+    return ordered
+
+
+def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: float) -> list[ContainerResult]:
+    plans = {c.id: attach_plan(c.id, lxcfs_dir, "/", c.pid, c.start_time) for c in cands}
+
+    def job(c: Candidate) -> nsexec.Job:
+        p = plans[c.id]
+        return lambda: apply.attach(p)
+
+    return _run("remount", cands, job, parallel, timeout_s, lambda c, o: verify_attach(plans[c.id], c.pid, o))
+
+
+def umount(cands: list[Candidate], parallel: int, timeout_s: float) -> list[ContainerResult]:
+    def job(c: Candidate) -> nsexec.Job:
+        p = detach_plan(c.id, "/", c.pid, c.start_time)
+        return lambda: apply.detach(p)
+
+    def verify(c: Candidate, _o: list[dict[str, Any]]) -> list[str]:
+        left = lxcfs_mounts_under(container_mounts(c.pid), "/", OVERLAY_PREFIXES)
+        return [f"{len(left)} lxcfs mounts left"] if left else []
+
+    return _run("umount", cands, job, parallel, timeout_s, verify)
+
+
+def summary(kind: str, results: list[ContainerResult]) -> str:
+    ok = sum(1 for r in results if r.status == "ok")
+    return f"{kind}: {ok} ok, {len(results) - ok} failed, {len(results)} total"

@@ -1,0 +1,91 @@
+"""Is the daemon serving? Answered without ever letting THIS process touch the FUSE mount.
+
+1. Mount presence comes from /proc/self/mountinfo text (stat() of a FUSE mount point asks the daemon: hangs when it
+   is SIGSTOPped, toolkit.md §3.4).
+2. The read probe runs in a forked child killed at the deadline (a FUSE wait is killable): ENOTCONN means the daemon is
+   gone with its mount left behind (dead); no answer before the deadline means hung (stopped or wedged).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import posixpath
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pylxcfs.ct import nsexec
+from pylxcfs.ct.mountinfo import Mount, parse_mountinfo, top_mount_at
+from pylxcfs.views.registry import VIEW_PATHS
+
+
+class Health(enum.IntEnum):
+    """check-lxcfs exit codes (documented in --help)."""
+
+    SERVING = 0
+    ABSENT = 1  # nothing (or not a FUSE filesystem) mounted at the lxcfs dir
+    HUNG = 4  # mounted, but no answer within the deadline (SIGSTOPped or wedged daemon)
+    DEAD = 5  # mounted, but the daemon is gone (ENOTCONN): a stale mount
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    health: Health
+    detail: str
+    elapsed_s: float
+
+
+def canonical_dir(path: str) -> str:
+    """Absolute, normalised lxcfs dir. Symlinks are resolved in the PARENT only: resolving the dir itself would
+    lstat() the FUSE mount root."""
+    path = posixpath.abspath(path)
+    parent, base = posixpath.split(path)
+    return posixpath.join(os.path.realpath(parent), base) if base else path
+
+
+def daemon_mount(lxcfs_dir: str, mounts: list[Mount] | None = None) -> Mount | None:
+    """The FUSE mount on top of lxcfs_dir in our namespace, or None."""
+    if mounts is None:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mounts = parse_mountinfo(f.read())
+    top = top_mount_at(mounts, lxcfs_dir)
+    return top if top is not None and top.is_fuse else None
+
+
+def _read_probe(lxcfs_dir: str) -> dict[str, Any]:
+    try:
+        os.listdir(lxcfs_dir)
+        for view in VIEW_PATHS:
+            try:
+                with open(posixpath.join(lxcfs_dir, view), "rb") as f:
+                    f.read(4096)
+                return {"state": "serving", "detail": f"read {view}"}
+            except FileNotFoundError:
+                continue
+        return {"state": "serving", "detail": "mounted, but serves none of our files"}
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            return {"state": "dead", "detail": f"{exc.strerror} (daemon gone, stale mount)"}
+        return {"state": "error", "detail": str(exc)}
+
+
+def probe(lxcfs_dir: str, timeout_s: float = 2.0) -> ProbeResult:
+    start = time.monotonic()
+    lxcfs_dir = canonical_dir(lxcfs_dir)
+    m = daemon_mount(lxcfs_dir)
+    if m is None:
+        return ProbeResult(Health.ABSENT, f"nothing is mounted at {lxcfs_dir}", time.monotonic() - start)
+    r = nsexec.run_one("probe", lambda: _read_probe(lxcfs_dir), timeout_s)
+    elapsed = time.monotonic() - start
+    if r.timed_out:
+        return ProbeResult(Health.HUNG, f"{m.fstype} at {lxcfs_dir} did not answer within {timeout_s:g}s "
+                                        "(daemon stopped or hung)", elapsed)
+    state = r.data.get("state") if r.ok else "error"
+    detail = str(r.data.get("detail") or r.error)
+    if state == "serving":
+        return ProbeResult(Health.SERVING, f"{m.fstype} at {lxcfs_dir}: {detail}", elapsed)
+    if state == "dead":
+        return ProbeResult(Health.DEAD, f"{m.fstype} at {lxcfs_dir}: {detail}", elapsed)
+    return ProbeResult(Health.DEAD, f"{m.fstype} at {lxcfs_dir} unusable: {detail}", elapsed)
