@@ -1,0 +1,212 @@
+"""Tier 2: Operations and the raw dispatcher called in-process with fake request headers (no mount).
+
+The fake renderer's content names the caller pid, so each check below is derived from the request
+we sent, not from our own output."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import threading
+
+import pytest
+
+from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.ops import FsError, Operations, stable_ino
+from pylxcfs.fuse.wire import Dispatcher, StopFlag, serve
+from pylxcfs.views.registry import VIEW_PATHS, directories
+
+from .conftest import FakeRenderer, read_body, request, split_reply
+
+MEMINFO = stable_ino("proc/meminfo")
+
+
+def _open(d: Dispatcher, flags: int = os.O_RDONLY, pid: int = 4242, ino: int = MEMINFO) -> tuple[int, int, int]:
+    err, payload = split_reply(d.handle(request(P.Opcode.OPEN, P.OPEN_IN.pack(flags, 0), ino, pid)))
+    if err:
+        return err, 0, 0
+    fh, open_flags, _ = P.OPEN_OUT.unpack(payload)
+    return 0, fh, open_flags
+
+
+def _read(d: Dispatcher, fh: int, off: int, size: int, pid: int = 4242) -> bytes:
+    err, payload = split_reply(d.handle(request(P.Opcode.READ, read_body(fh, off, size), MEMINFO, pid)))
+    assert err == 0
+    return payload
+
+
+def test_lookup_walks_the_registry_tree(dispatcher: Dispatcher) -> None:
+    ino = P.FUSE_ROOT_ID
+    for part in ["proc", "meminfo"]:
+        err, payload = split_reply(dispatcher.handle(request(P.Opcode.LOOKUP, part.encode() + b"\0", ino)))
+        assert err == 0
+        nodeid, _gen, ev, av, evn, avn = P.ENTRY_OUT.unpack_from(payload)
+        assert (ev, evn, av, avn) == (0, 500_000_000, 0, 500_000_000)  # 0.5 s, as lxcfs
+        ino = nodeid
+    assert ino == MEMINFO
+
+
+def test_unknown_names_are_enoent(dispatcher: Dispatcher) -> None:
+    err, _ = split_reply(dispatcher.handle(request(P.Opcode.LOOKUP, b"nope\0")))
+    assert err == -errno.ENOENT
+    err, _ = split_reply(dispatcher.handle(request(P.Opcode.GETATTR, P.GETATTR_IN.pack(0, 0, 0), 12345)))
+    assert err == -errno.ENOENT
+
+
+def test_getattr_is_regular_0444_size_0_for_every_caller(dispatcher: Dispatcher) -> None:
+    seen = set()
+    for pid in (1, 4242, 99999):
+        err, payload = split_reply(dispatcher.handle(request(P.Opcode.GETATTR, P.GETATTR_IN.pack(0, 0, 0), MEMINFO,
+                                                             pid)))
+        assert err == 0
+        fields = P.ATTR.unpack_from(payload, P.ATTR_OUT.size)
+        ino, size, mode, nlink = fields[0], fields[1], fields[9], fields[10]
+        seen.add((ino, size, mode, nlink))
+    assert seen == {(MEMINFO, 0, stat.S_IFREG | 0o444, 1)}
+
+
+def test_open_sets_direct_io_and_never_keep_cache(dispatcher: Dispatcher) -> None:
+    err, _fh, flags = _open(dispatcher)
+    assert err == 0 and flags & P.FOPEN_DIRECT_IO and not flags & P.FOPEN_KEEP_CACHE
+
+
+@pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC])
+def test_write_opens_are_refused(dispatcher: Dispatcher, flags: int) -> None:
+    assert _open(dispatcher, flags)[0] == -errno.EACCES
+
+
+def test_opening_a_directory_is_eisdir(dispatcher: Dispatcher) -> None:
+    assert _open(dispatcher, ino=stable_ino("proc"))[0] == -errno.EISDIR
+
+
+def test_chunked_reads_at_arbitrary_offsets_reassemble(dispatcher: Dispatcher, renderer: FakeRenderer) -> None:
+    _, fh, _ = _open(dispatcher, pid=777)
+    expected = renderer.render("proc/meminfo", 777)
+    got = bytearray()
+    for size in (1, 7, 100, 4096, 3, 65536):
+        got += _read(dispatcher, fh, len(got), size)
+    while chunk := _read(dispatcher, fh, len(got), 1000):
+        got += chunk
+    assert bytes(got) == expected
+    assert _read(dispatcher, fh, 123, 17) == expected[123:140]
+    assert _read(dispatcher, fh, len(expected) + 10, 100) == b""
+
+
+def test_two_handles_from_different_pids_keep_their_own_content(dispatcher: Dispatcher) -> None:
+    _, fh_a, _ = _open(dispatcher, pid=1001)
+    _, fh_b, _ = _open(dispatcher, pid=2002)
+    a = _read(dispatcher, fh_a, 0, 1 << 20, pid=2002)  # whoever reads, the opener's bytes are served
+    b = _read(dispatcher, fh_b, 0, 1 << 20, pid=1001)
+    assert b"pid=1001 " in a and b"pid=2002" not in a
+    assert b"pid=2002 " in b and b"pid=1001" not in b
+
+
+def test_release_frees_the_handle(dispatcher: Dispatcher) -> None:
+    _, fh, _ = _open(dispatcher)
+    assert dispatcher.ops.open_handles() == 1
+    err, _ = split_reply(dispatcher.handle(request(P.Opcode.RELEASE, P.RELEASE_IN.pack(fh, 0, 0, 0), MEMINFO)))
+    assert err == 0 and dispatcher.ops.open_handles() == 0
+
+
+def test_handle_from_another_worker_is_rendered_for_the_reader(renderer: FakeRenderer) -> None:
+    old = Operations(renderer, salt=1)
+    new = Operations(renderer, salt=2)
+    fh = old.open(MEMINFO, os.O_RDONLY, 5555)
+    data = new.read(MEMINFO, fh, 0, 1 << 20, 6666)  # the old worker is gone; the reader is 6666
+    assert data == renderer.render("proc/meminfo", 6666)
+    # a handle the new worker hands out never collides with the old one's
+    assert new.open(MEMINFO, os.O_RDONLY, 1) >> 32 != fh >> 32
+
+
+def test_inode_numbers_are_stable_across_processes(renderer: FakeRenderer) -> None:
+    a, b = Operations(renderer, salt=1), Operations(renderer, salt=2)
+    assert {n.path: i for i, n in a.tree.by_ino.items()} == {n.path: i for i, n in b.tree.by_ino.items()}
+
+
+def _readdir(d: Dispatcher, ino: int, offset: int = 0, size: int = 4096) -> list[tuple[str, int]]:
+    err, payload = split_reply(d.handle(request(P.Opcode.READDIR, read_body(0, offset, size), ino)))
+    assert err == 0
+    out, pos = [], 0
+    while pos < len(payload):
+        _ino, off, namelen, _type = P.DIRENT.unpack_from(payload, pos)
+        name = payload[pos + 24:pos + 24 + namelen].decode()
+        out.append((name, off))
+        pos += (24 + namelen + 7) // 8 * 8
+    return out
+
+
+def test_readdir_lists_the_registry_and_resumes_at_offsets(dispatcher: Dispatcher) -> None:
+    proc_files = sorted(p.split("/", 1)[1] for p in VIEW_PATHS if p.startswith("proc/"))
+    listing = _readdir(dispatcher, stable_ino("proc"))
+    assert [n for n, _ in listing] == [".", "..", *proc_files]
+    resumed = _readdir(dispatcher, stable_ino("proc"), offset=listing[2][1])
+    assert [n for n, _ in resumed] == [n for n, _ in listing[3:]]
+    assert _readdir(dispatcher, stable_ino("proc"), size=40) == listing[:1]  # only what fits
+    assert [n for n, _ in _readdir(dispatcher, P.FUSE_ROOT_ID)][2:] == list(directories()[""])
+
+
+def test_mutations_and_unknown_ops(dispatcher: Dispatcher) -> None:
+    assert split_reply(dispatcher.handle(request(P.Opcode.MKDIR, b"\0" * 8 + b"x\0")))[0] == -errno.EPERM
+    assert split_reply(dispatcher.handle(request(P.Opcode.SETATTR, b"\0" * 88, MEMINFO)))[0] == -errno.EPERM
+    assert split_reply(dispatcher.handle(request(P.Opcode.UNLINK, b"meminfo\0")))[0] == -errno.ENOSYS
+    assert split_reply(dispatcher.handle(request(P.Opcode.GETXATTR, b"\0" * 8 + b"user.x\0")))[0] == -errno.ENOSYS
+    assert split_reply(dispatcher.handle(request(99, b"")))[0] == -errno.ENOSYS
+    assert split_reply(dispatcher.handle(request(P.Opcode.ACCESS, P.ACCESS_IN.pack(os.W_OK, 0), MEMINFO)))[0] == \
+        -errno.EACCES
+    assert split_reply(dispatcher.handle(request(P.Opcode.ACCESS, P.ACCESS_IN.pack(os.R_OK, 0), MEMINFO)))[0] == 0
+    assert split_reply(dispatcher.handle(request(P.Opcode.FLUSH, b"\0" * 24, MEMINFO)))[0] == 0
+    err, payload = split_reply(dispatcher.handle(request(P.Opcode.STATFS)))
+    assert err == 0 and len(payload) == 80
+
+
+def test_no_reply_for_forget_and_interrupt(dispatcher: Dispatcher) -> None:
+    assert dispatcher.handle(request(P.Opcode.FORGET, struct.pack("=Q", 1), MEMINFO)) is None
+    assert dispatcher.handle(request(P.Opcode.BATCH_FORGET, P.BATCH_FORGET_IN.pack(0, 0))) is None
+    assert dispatcher.handle(request(P.Opcode.INTERRUPT, P.INTERRUPT_IN.pack(7), unique=9)) is None
+
+
+class ExplodingRenderer(FakeRenderer):
+    def render(self, path: str, caller_pid: int) -> bytes:
+        raise RuntimeError("boom")
+
+
+def test_an_exception_becomes_eio_and_the_dispatcher_lives_on(caplog: pytest.LogCaptureFixture) -> None:
+    d = Dispatcher(Operations(ExplodingRenderer()))
+    with caplog.at_level(logging.ERROR):
+        assert _open(d)[0] == -errno.EIO
+    assert "boom" in caplog.text and d.errors == 1
+    assert split_reply(d.handle(request(P.Opcode.LOOKUP, b"proc\0")))[0] == 0
+
+
+def test_fserror_carries_errno() -> None:
+    assert FsError(errno.ENOENT, "x").errno == errno.ENOENT
+
+
+def test_serve_loop_over_a_message_socket(renderer: FakeRenderer) -> None:
+    """The worker loop end to end on a SOCK_SEQPACKET pair standing in for /dev/fuse (one message per read):
+    it answers, skips no-reply requests, and stops between requests when asked."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    stop = StopFlag()
+    d = Dispatcher(Operations(renderer))
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(serve(ours.fileno(), d, stop)))
+    t.start()
+    try:
+        kernel.send(request(P.Opcode.FORGET, struct.pack("=Q", 1), MEMINFO, unique=1))
+        kernel.send(request(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0), MEMINFO, 31, unique=2))
+        err, payload = split_reply(kernel.recv(1 << 20), unique=2)
+        fh = P.OPEN_OUT.unpack(payload)[0]
+        kernel.send(request(P.Opcode.READ, read_body(fh, 0, 1 << 16), MEMINFO, 31, unique=3))
+        err, payload = split_reply(kernel.recv(1 << 20), unique=3)
+        assert err == 0 and payload == renderer.render("proc/meminfo", 31)[: 1 << 16]
+        assert not select.select([kernel], [], [], 0.1)[0]  # nothing was sent for FORGET
+    finally:
+        stop.set()
+        t.join(5)
+    assert result == ["stopped"] and not t.is_alive()
