@@ -8,7 +8,7 @@ one cgroup parent the caller names, and is removed by the ``cleanup``/``stop`` m
 never mounts over host paths.
 
 API (stable; additive changes only):
-- ``build_busybox_rootfs(dest) -> Path``
+- ``build_busybox_rootfs(dest) -> Path``; ``add_host_binary(rootfs, "/usr/bin/free")`` (binary + its libraries)
 - ``make_bundle(base, name, *, memory_bytes=None, cpus=None, mems="0", args=..., cgroup_parent=None,
   hooks=None, readonly=False, env=None) -> Bundle``; ``Bundle.add_hook(stage, path, args, env, timeout)``,
   ``Bundle.write()``, ``Bundle.rootfs``, ``Bundle.config``
@@ -59,6 +59,26 @@ def build_busybox_rootfs(dest: Path) -> Path:
     (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (dest / "etc" / "group").write_text("root:x:0:\n")
     return dest
+
+
+def add_host_binary(rootfs: Path, binary: str | Path, dest: str | None = None) -> Path:
+    """Copy a dynamically linked host binary and every library `ldd` lists into rootfs (same paths), e.g. procps
+    /usr/bin/free, whose MemTotal comes from /proc/meminfo (busybox free uses sysinfo(2), which lxcfs cannot
+    virtualise). Returns the path inside the rootfs."""
+    binary = Path(binary)
+    target = Path(rootfs) / (dest or str(binary)).lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, target)
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        lib = parts[2] if "=>" in parts and len(parts) > 2 else (parts[0] if parts and parts[0].startswith("/") else "")
+        if lib.startswith("/"):
+            libdest = Path(rootfs) / lib.lstrip("/")
+            libdest.parent.mkdir(parents=True, exist_ok=True)
+            if not libdest.exists():
+                shutil.copy2(os.path.realpath(lib), libdest)
+    return Path("/") / target.relative_to(rootfs)
 
 
 def cgroup_parent_name(area: str) -> str:
