@@ -70,8 +70,8 @@ ln -sf pts/ptmx $N/dev/ptmx
 ln -sf /proc/self/fd $N/dev/fd
 mount -t tmpfs -o mode=1777 shm $N/dev/shm
 mount -t tmpfs -o mode=0755 run $N/run
-# A private /tmp: the host's /tmp is large and busy, and 9p lookups under emulation are slow.
-mount -t tmpfs -o mode=1777 tmp $N/tmp
+# /tmp stays the host's (under the overlay, so writes land in guest RAM): the repository itself may live
+# there, as in a CI checkout under /tmp.
 mkdir -p $N/run/v2guest
 cp /bin/busybox /stage2 "/lower$RUN/job.sh" $N/run/v2guest/ || give_up "cannot stage the job"
 umount /proc /sys 2>/dev/null
