@@ -120,7 +120,7 @@ def render_cpuinfo(c: CompiledCpuinfo, shown: Sequence[int]) -> str:
         else:
             out.append(p)
     text = "".join(out)
-    if c.info.ends_with_newline and not text.endswith("\n"):
+    if text and c.info.ends_with_newline and not text.endswith("\n"):
         text += "\n"  # s390x: the last block (which has no trailing blank line) may have been dropped
     return text
 

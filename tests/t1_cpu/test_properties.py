@@ -1,0 +1,79 @@
+"""Hypothesis properties of the stat math (views/stat.py raw_rows + advance + render_stat): every row sums
+to the aggregate, nothing is negative, and no counter ever goes backwards across any sequence of reads,
+whatever the host rows, cgroup usage, cpuset changes and usage resets do."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pylxcfs.cgroups.cpu import CpuUsage
+from pylxcfs.parse.stat import NCOLS, ProcStat, parse_stat
+from pylxcfs.views.stat import USER_HZ, StatNode, advance, raw_rows, render_stat
+
+NCPU = 4
+NS_PER_TICK = 1_000_000_000 // USER_HZ
+tick = st.integers(0, 10**9)
+host_row = st.tuples(*([tick] * NCOLS))
+cpusets = st.lists(st.integers(0, NCPU - 1), min_size=1, max_size=NCPU, unique=True).map(sorted)
+
+
+@st.composite
+def reads(draw: st.DrawFn) -> tuple[ProcStat, list[int], int, CpuUsage | None]:
+    rows = {c: draw(host_row) for c in range(NCPU)}
+    host = ProcStat(None, rows, ("intr 1", "btime 10"), 10, 1)
+    visible = draw(cpusets)
+    shown = draw(st.integers(1, len(visible)))
+    kind = draw(st.sampled_from(["v1", "v2", "none"]))
+    usage: CpuUsage | None
+    if kind == "none":
+        usage = None
+    elif kind == "v2":
+        usage = CpuUsage(draw(st.integers(0, 10**15)), draw(st.integers(0, 10**15)), None)
+    else:
+        per = {c: (draw(st.integers(0, 10**14)), draw(st.integers(0, 10**14))) for c in range(NCPU)}
+        usage = CpuUsage(sum(u for u, _ in per.values()), sum(s for _, s in per.values()), per)
+    return host, visible, shown, usage
+
+
+def check_render(rows: list[list[int]], host: ProcStat) -> None:
+    text = render_stat(rows, host, 99)
+    parsed = parse_stat(text)  # our own output must parse back
+    assert parsed.total is not None
+    assert list(parsed.per_cpu) == list(range(len(rows)))
+    assert [sum(col) for col in zip(*parsed.per_cpu.values(), strict=True)] == list(parsed.total)
+    assert parsed.btime == 99 and parsed.other == ("intr 1", "btime 99")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(reads(), min_size=1, max_size=8))
+def test_sum_nonnegative_monotone(seq: list[tuple[ProcStat, list[int], int, CpuUsage | None]]) -> None:
+    node: StatNode | None = None
+    prev_rows: list[list[int]] | None = None
+    prev_total: list[int] | None = None
+    for i, (host, visible, m, usage) in enumerate(seq):
+        shown = visible[:m]
+        raw = raw_rows(host, shown, visible, usage)
+        assert len(raw) == m and all(len(r) == NCOLS and min(r) >= 0 for r in raw)
+        node = advance(node, tuple(shown), raw, float(i))
+        rows = [list(r) for r in node.out]
+        assert len(rows) == m
+        assert all(min(r) >= 0 for r in rows)
+        total = [sum(col) for col in zip(*rows, strict=True)]
+        if prev_rows is not None and prev_total is not None:
+            assert all(t >= p for t, p in zip(total, prev_total, strict=True))
+            for r, p in zip(rows, prev_rows, strict=False):  # surviving rows never decrease
+                assert all(a >= b for a, b in zip(r, p, strict=True))
+        check_render(rows, host)
+        prev_rows, prev_total = rows, total
+
+
+@given(st.integers(0, 10**12), st.integers(1, 64))
+def test_even_split_exact_and_monotone(total_ns: int, m: int) -> None:
+    host = ProcStat(None, {c: (0,) * NCOLS for c in range(m)}, (), None, None)
+    cpus = list(range(m))
+    a = raw_rows(host, cpus, cpus, CpuUsage(total_ns, 0, None))
+    b = raw_rows(host, cpus, cpus, CpuUsage(total_ns + NS_PER_TICK, 0, None))  # one more tick
+    assert sum(r[0] for r in a) == total_ns * USER_HZ // 1_000_000_000
+    assert all(y[0] >= x[0] for x, y in zip(a, b, strict=True))
+    assert max(r[0] for r in a) - min(r[0] for r in a) <= 1
