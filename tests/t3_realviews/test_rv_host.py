@@ -63,7 +63,10 @@ def test_host_stat_and_uptime_are_the_host_files(ours: Mounted) -> None:
     assert before_up <= up <= after_up
     assert [r.label for r in ex.stat_cpus(stat)] == [r.label for r in ex.stat_cpus(before_stat)]
     assert ex.stat_keys(stat) == ex.stat_keys(before_stat)
+    # idle and iowait are left out: with NO_HZ the kernel's own idle/iowait figures may step back between reads
+    # (Documentation/filesystems/proc.rst, "iowait ... can decrease in certain conditions").
     for b, o, a in zip(ex.stat_cpus(before_stat), ex.stat_cpus(stat), ex.stat_cpus(after_stat), strict=True):
-        assert all(x <= y <= z for x, y, z in zip(b.cols, o.cols, a.cols, strict=True)), (b, o, a)
+        steady = [i for i in range(len(o.cols)) if i not in (3, 4)]
+        assert all(b.cols[i] <= o.cols[i] <= a.cols[i] for i in steady), (b, o, a)
     assert ex.stat_value(stat, "btime") == ex.stat_value(before_stat, "btime")
 
