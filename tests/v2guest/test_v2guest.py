@@ -32,7 +32,7 @@ def test_inner_session_passes_in_pure_v2_guest(tmp_path: Path) -> None:
     cmd = [
         sys.executable, str(RUNNER), "--timeout", str(GUEST_TIMEOUT), "--cpus", "2", "--mem", "1024",
         # vda: the container's I/O (io.stat, diskstats); vdb: swap (memory.swap.max, swaps).
-        "--disk-mb", "64", "--disk-mb", "64", "--cwd", str(REPO),
+        "--disk-mb", "64", "--disk-mb", "128", "--cwd", str(REPO),
         "--",
         # The venv's interpreter is reachable at the same path in the guest (host / over 9p).
         sys.executable, "-m", "pytest", "tests/v2guest/inner", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",

@@ -8,7 +8,8 @@ sections the tests pick apart. The expected values come from the limits set here
 cgroup files, never from our output.
 
 Guest layout (tools/v2guest/run.py): /dev/vda and /dev/vdb are blank virtio disks (vda takes the container's
-I/O, vdb becomes swap), 2 vCPUs, 1 GiB RAM, no swap until we enable it, every controller available at the root.
+I/O; vdb, 128 MiB, becomes swap), 2 vCPUs, 1 GiB RAM, no swap until we enable it, every controller available at
+the cgroup2 root.
 `PYLXCFS_V2GUEST_DAEMON=lxcfs` serves the same mount with the C lxcfs instead (to compare; the host-side test
 never sets it).
 """
@@ -31,8 +32,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # cgroup-v2.rst: a controller must be enabled in the parent's cgroup.subtree_control for a child to get its
 # interface files (memory.max, cpu.max, cpuset.cpus, io.stat).
 CONTROLLERS = ("memory", "cpu", "cpuset", "io")
-MEMORY_MAX = 256 * 1024 * 1024
+MEMORY_MAX = 256 * 1024 * 1024  # the container's own memory.max (tighter than its parent's)
 SWAP_MAX = 32 * 1024 * 1024  # v2 memory.swap.max counts swap only (v1's memsw counted memory + swap)
+PARENT_MEMORY_MAX = 512 * 1024 * 1024  # below the guest's RAM, so it is the limit a looser child gets
+PARENT_SWAP_MAX = 64 * 1024 * 1024  # below the 128 MiB swap device
+NESTED_MEMORY_MAX = 1024 * 1024 * 1024  # looser than the parent's: the smallest limit up the tree applies
 CPU_MAX = (50000, 100000)  # quota, period (us): half a CPU
 CPUSET = "0"
 IO_DISK = "vda"
@@ -67,30 +71,51 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class CgroupTree:
+    """parent (limits) with two children: `ct` (the main container, tighter limits of its own) and `nested`
+    (looser limits of its own, so the parent's must win)."""
+
+    parent: Path
+    ct: Path
+    nested: Path
+
+
 @pytest.fixture(scope="session")
-def limited_cgroup() -> Iterator[Path]:
-    """A child of the cgroup2 root with memory, swap, cpuset and CPU bandwidth limits; removed afterwards."""
+def cgroups() -> Iterator[CgroupTree]:
+    """The test's own cgroup subtree under the cgroup2 root, removed afterwards."""
     have = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
     missing = [c for c in CONTROLLERS if c not in have]
     assert not missing, f"controllers {missing} are not available at the cgroup2 root (have {have})"
-    _write(CGROUP_ROOT / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
-    cg = CGROUP_ROOT / f"pylxcfs-test-v2guest-{os.getpid()}"
-    cg.mkdir()
+    enable = " ".join(f"+{c}" for c in CONTROLLERS)
+    _write(CGROUP_ROOT / "cgroup.subtree_control", enable)
+    parent = CGROUP_ROOT / f"pylxcfs-test-v2guest-{os.getpid()}"
+    tree = CgroupTree(parent, parent / "ct", parent / "nested")
+    parent.mkdir()
     try:
-        _write(cg / "memory.max", str(MEMORY_MAX))
-        _write(cg / "memory.swap.max", str(SWAP_MAX))
-        _write(cg / "cpuset.cpus", CPUSET)
-        _write(cg / "cpu.max", f"{CPU_MAX[0]} {CPU_MAX[1]}")
-        yield cg
+        _write(parent / "memory.max", str(PARENT_MEMORY_MAX))
+        _write(parent / "memory.swap.max", str(PARENT_SWAP_MAX))
+        # cgroup-v2.rst "no internal process" rule: the parent only holds the children, never processes.
+        _write(parent / "cgroup.subtree_control", enable)
+        tree.ct.mkdir()
+        _write(tree.ct / "memory.max", str(MEMORY_MAX))
+        _write(tree.ct / "memory.swap.max", str(SWAP_MAX))
+        _write(tree.ct / "cpuset.cpus", CPUSET)
+        _write(tree.ct / "cpu.max", f"{CPU_MAX[0]} {CPU_MAX[1]}")
+        tree.nested.mkdir()
+        _write(tree.nested / "memory.max", str(NESTED_MEMORY_MAX))
+        _write(tree.nested / "memory.swap.max", "max")
+        yield tree
     finally:
-        # cgroup.kill (5.14+) SIGKILLs every member; then rmdir succeeds once the cgroup is empty.
-        if (cg / "cgroup.kill").exists():
-            _write(cg / "cgroup.kill", "1")
-        for _ in range(100):
-            if not (cg / "cgroup.procs").read_text().split():
-                break
-            time.sleep(0.1)
-        cg.rmdir()
+        # cgroup.kill (5.14+) SIGKILLs every member of the subtree; rmdir works once the cgroups are empty.
+        _write(parent / "cgroup.kill", "1")
+        for cg in (tree.ct, tree.nested, parent):
+            for _ in range(100):
+                if not cg.exists() or not (cg / "cgroup.procs").read_text().split():
+                    break
+                time.sleep(0.1)
+            if cg.exists():
+                cg.rmdir()
 
 
 @pytest.fixture(scope="session")
@@ -169,14 +194,14 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
 # cgroup files just before and just after the virtual files that depend on them (cpu.stat around proc/stat,
 # io.stat around the rest, which does no block I/O). Each section starts with "@@@ name"; a failed read
 # is recorded as "@@@ERROR" so the test that needs it can say so.
+SECTION_FUNCTION = 'section() { echo "@@@ $1"; cat "$2" || echo "@@@ERROR cat $2"; }\n'
 CONTAINER_SCRIPT = r"""
 mnt=$1 cg=$2
 i=0
 while [ $i -lt 30000 ]; do i=$((i + 1)); done
 dd if=/dev/{io_disk} of=/dev/null bs=65536 count={read_blocks} iflag=direct status=none || echo "@@@ERROR dd read"
 dd if=/dev/zero of=/dev/{io_disk} bs=65536 count={write_blocks} oflag=direct status=none || echo "@@@ERROR dd write"
-section() {{ echo "@@@ $1"; cat "$2" || echo "@@@ERROR cat $2"; }}
-section pid1_cgroup /proc/1/cgroup
+{section_function}section pid1_cgroup /proc/1/cgroup
 echo "@@@ dev_node"; ls -l /dev/{io_disk}
 section cpu.stat.before "$cg/cpu.stat"
 section stat "$mnt/proc/stat"
@@ -214,22 +239,39 @@ def _split_sections(text: str) -> dict[str, str]:
     return {k: "\n".join(v) + "\n" for k, v in sections.items()}
 
 
-@pytest.fixture(scope="session")
-def container(limited_cgroup: Path, swap_device: Path, daemon: Daemon) -> ContainerRun:
-    reads = "\n".join(f'section {name} "$mnt/{rel}"' for name, rel in VIEW_FILES.items())
-    script = CONTAINER_SCRIPT.format(
-        io_disk=IO_DISK, read_blocks=READ_BYTES // 65536, write_blocks=WRITE_BYTES // 65536, reads=reads
-    )
+def _run_container(cg: Path, script: str, mnt: Path) -> ContainerRun:
     # The launcher joins the cgroup and only then execs unshare, so the namespace's init is born in it.
     launcher = (
         'echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --kill-child --mount-proc sh -c "$2" ct "$3" "$1"'
     )
     started = time.monotonic()
     proc = subprocess.run(
-        ["sh", "-c", launcher, "launch", str(limited_cgroup), script, str(daemon.mnt)],
+        ["sh", "-c", launcher, "launch", str(cg), script, str(mnt)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     wall = time.monotonic() - started
     assert proc.returncode == 0, f"container exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     print(proc.stdout)
-    return ContainerRun(_split_sections(proc.stdout), wall, limited_cgroup)
+    return ContainerRun(_split_sections(proc.stdout), wall, cg)
+
+
+@pytest.fixture(scope="session")
+def container(cgroups: CgroupTree, swap_device: Path, daemon: Daemon) -> ContainerRun:
+    """The main container, in parent/ct: every view, after some CPU work and direct I/O."""
+    reads = "\n".join(f'section {name} "$mnt/{rel}"' for name, rel in VIEW_FILES.items())
+    script = CONTAINER_SCRIPT.format(
+        io_disk=IO_DISK, read_blocks=READ_BYTES // 65536, write_blocks=WRITE_BYTES // 65536, reads=reads,
+        section_function=SECTION_FUNCTION,
+    )
+    return _run_container(cgroups.ct, script, daemon.mnt)
+
+
+@pytest.fixture(scope="session")
+def nested_container(cgroups: CgroupTree, swap_device: Path, daemon: Daemon) -> ContainerRun:
+    """A second container, in parent/nested, whose own limits are looser than the parent's."""
+    script = SECTION_FUNCTION + """
+section pid1_cgroup /proc/1/cgroup
+section meminfo "$1/proc/meminfo"
+section swaps "$1/proc/swaps"
+"""
+    return _run_container(cgroups.nested, script, daemon.mnt)

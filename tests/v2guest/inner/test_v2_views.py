@@ -1,7 +1,8 @@
 """Our daemon on a real pure cgroup-v2 kernel (runs inside the QEMU guest; see ../conftest.py).
 
 Each view is read by PID 1 of a new pid namespace born in a cgroup with memory.max 256M, memory.swap.max 32M,
-cpuset.cpus 0 and cpu.max "50000 100000"; the expected values come from those limits and from the kernel's
+cpuset.cpus 0 and cpu.max "50000 100000" (inside a parent with 512M and 64M); a second container sits in a sibling
+whose own limits are looser than the parent's. The expected values come from those limits and from the kernel's
 cgroup files (cpu.stat, io.stat) read around the view, never from our own output.
 """
 
@@ -18,6 +19,8 @@ from .conftest import (
     CGROUP_ROOT,
     IO_DISK,
     MEMORY_MAX,
+    PARENT_MEMORY_MAX,
+    PARENT_SWAP_MAX,
     READ_BYTES,
     SWAP_MAX,
     WRITE_BYTES,
@@ -89,7 +92,7 @@ def test_daemon_mounted_as_fuse_lxcfs(daemon: Daemon) -> None:
 
 
 def test_container_init_is_in_the_limited_cgroup(container: ContainerRun) -> None:
-    assert container["pid1_cgroup"].strip() == f"0::/{container.cgroup.name}"
+    assert container["pid1_cgroup"].strip() == f"0::/{container.cgroup.relative_to(CGROUP_ROOT)}"
     # The busy loop ran into cpu.max: the limits we set are really in force on this kernel.
     assert _flat(container["cpu.stat.before"])["nr_throttled"] > 0
 
@@ -103,7 +106,7 @@ def test_meminfo_memtotal_is_memory_max(container: ContainerRun) -> None:
     assert total == MEMORY_MAX // 1024
     assert 0 <= _kib(meminfo, "MemFree") <= total
     assert 0 <= _kib(meminfo, "MemAvailable") <= total
-    # The swap device is 64 MiB, the limit 32 MiB: the limit wins.
+    # The swap device is 128 MiB, the parent allows 64 MiB, the container's own limit is 32 MiB.
     assert _kib(meminfo, "SwapTotal") == SWAP_MAX // 1024
     assert 0 <= _kib(meminfo, "SwapFree") <= SWAP_MAX // 1024
 
@@ -180,3 +183,13 @@ def test_uptime_is_the_container_age(container: ContainerRun) -> None:
     # The init was started less than the whole container run ago (plus rounding).
     assert 0 <= age <= container.wall_seconds + 0.01
     assert 0 <= idle <= age + 0.01
+
+
+def test_nested_container_gets_the_parents_smaller_limits(nested_container: ContainerRun) -> None:
+    assert nested_container["pid1_cgroup"].strip() == f"0::/{nested_container.cgroup.relative_to(CGROUP_ROOT)}"
+    # Own memory.max 1G and memory.swap.max "max"; the parent's 512M and 64M are the limits that apply.
+    meminfo = _kv(nested_container["meminfo"])
+    assert _kib(meminfo, "MemTotal") == PARENT_MEMORY_MAX // 1024
+    assert _kib(meminfo, "SwapTotal") == PARENT_SWAP_MAX // 1024
+    entries = [line.split() for line in nested_container["swaps"].splitlines()[1:]]
+    assert len(entries) == 1 and int(entries[0][2]) == PARENT_SWAP_MAX // 1024, entries
