@@ -93,29 +93,35 @@ class PidFile:
         os.close(self.fd)
 
 
-def _daemonize() -> Callable[[int], None]:
-    """Fork; the parent waits until the child reports readiness (or failure) and exits with that code.
-    Returns the child's `report(code)`."""
+def _daemonize() -> Callable[[int, str], None]:
+    """Fork; the parent waits until the child reports readiness (or failure), prints the child's error
+    message if any and exits with its code. Returns the child's `report(code, message)`. The child's
+    stdio goes to /dev/null (run with -f under a service manager to keep logs)."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid > 0:
         os.close(wfd)
-        data = os.read(rfd, 16)
+        # One write of at most PIPE_BUF bytes is atomic: read one message, not to EOF (the watchdog,
+        # forked later, inherits the write end and keeps it open).
+        data = os.read(rfd, 4096)
         if not data:  # the child died without a word
             _, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
             os._exit(code if code > 0 else 1)
-        os._exit(int(data.decode() or "1"))
+        code_s, _, msg = data.decode(errors="replace").partition(" ")
+        if msg:
+            print(f"pylxcfs: {msg}", file=sys.stderr)
+        os._exit(int(code_s or "1"))
     os.close(rfd)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     os.close(null)
 
-    def report(code: int) -> None:
+    def report(code: int, msg: str = "") -> None:
         try:
-            os.write(wfd, str(code).encode())
+            os.write(wfd, f"{code} {msg}".encode()[:4000])
             os.close(wfd)
         except OSError:
             pass
@@ -123,10 +129,14 @@ def _daemonize() -> Callable[[int], None]:
     return report
 
 
+def _nobody_waits(_code: int, _msg: str) -> None:
+    """The foreground `report`: no parent is waiting for readiness."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Everything after argument parsing; raises QuietError for user/environment errors."""
     foreground = args.foreground or args.debug
-    report: Callable[[int], None] = lambda _code: None  # noqa: E731
+    report: Callable[[int, str], None] = _nobody_waits
     if args.host_root is not None and not os.path.isdir(os.path.join(args.host_root, "proc")):
         raise QuietError(f"--host-root {args.host_root}: no proc/ directory there", 1)
     if os.geteuid() != 0:
@@ -135,9 +145,14 @@ def run(args: argparse.Namespace) -> int:
         report = _daemonize()
     try:
         pidfile = PidFile(args.pidfile)
+    except QuietError as e:
+        report(e.exit_code, str(e))
+        raise
+    try:
         mnt = mountpoint.prepare(args.mountpoint)
     except QuietError as e:
-        report(e.exit_code)
+        pidfile.remove()
+        report(e.exit_code, str(e))
         raise
     try:
         pidfile.write()
@@ -148,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         def on_ready() -> None:
             log.info("serving %s (pid %d, backend %s)", mnt, os.getpid(), args.fuse_backend)
             sd_notify(f"READY=1\nMAINPID={os.getpid()}")
-            report(0)
+            report(0, "")
 
         if args.fuse_backend == "mfusepy":
             from pylxcfs.fuse.mfuse import serve_mfusepy
@@ -158,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
             from pylxcfs.fuse.supervisor import Supervisor
 
             code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify).run()
-    except BaseException:
-        report(1)
+    except BaseException as e:
+        report(e.exit_code if isinstance(e, QuietError) else 1, str(e))
         raise
     finally:
         pidfile.remove()

@@ -1,0 +1,284 @@
+"""Test support for the daemon's own tests (t3_daemon, t4_supervisor): start `pylxcfs` on a tmp mount
+point, find its supervisor/worker/watchdog processes, run a reader loop in a separate process, and
+clean up by pid. Root only; touches only what it created.
+
+The reader loop runs as its own process so that a wedged FUSE request (SIGSTOPped daemon) can never
+hang the test process: the test waits on it with deadlines and SIGKILLs it (FUSE waits are killable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYLXCFS = REPO / ".venv" / "bin" / "pylxcfs"
+PY = REPO / ".venv" / "bin" / "python"
+
+MEMINFO = (
+    "MemTotal:        1048576 kB\nMemFree:          524288 kB\nMemAvailable:     786432 kB\n"
+    "Buffers:            1024 kB\nCached:           262144 kB\nSwapCached:            0 kB\n"
+    "Active:           131072 kB\nInactive:         131072 kB\nShmem:               4096 kB\n"
+    "SwapTotal:        102400 kB\nSwapFree:          102400 kB\nSReclaimable:        8192 kB\n"
+)
+
+
+def make_fixture_root(base: Path) -> Path:
+    """A tiny host tree whose files differ from this machine's, so every read proves it came from the
+    daemon's renderer (a host caller gets the host file of the --host-root tree)."""
+    root = base / "hostroot"
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "sys/devices/system/cpu").mkdir(parents=True, exist_ok=True)
+    (root / "proc/meminfo").write_text(MEMINFO)
+    (root / "proc/uptime").write_text("12345.67 23456.78\n")
+    (root / "proc/loadavg").write_text("0.11 0.22 0.33 1/99 4242\n")
+    (root / "proc/swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    (root / "sys/devices/system/cpu/online").write_text("0\n")
+    return root
+
+
+def mountinfo_entry(path: Path) -> tuple[str, str] | None:
+    """(fstype, source) of the top mount at `path`, from /proc/self/mountinfo (never stats the mount)."""
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-", 6)
+            if parts[4] == str(path):
+                found = (parts[sep + 1], parts[sep + 2])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of pid."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(cond: object, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll cond() until true; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Daemon:
+    """A pylxcfs started by a test."""
+
+    proc: subprocess.Popen[bytes]
+    mnt: Path
+    pidfile: Path
+    log: Path
+    watchdog: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def workers(self) -> list[int]:
+        """Live worker pids (children running pylxcfs.fuse.wire)."""
+        return [c for c in children(self.pid) if "pylxcfs.fuse.wire" in cmdline(c) and alive(c)]
+
+    def worker(self, timeout: float = 5) -> int:
+        """The single serving worker, once there is exactly one."""
+        wait_for(lambda: len(self.workers()) == 1, timeout, "exactly one worker")
+        return self.workers()[0]
+
+    def mounted(self) -> bool:
+        return mountinfo_entry(self.mnt) is not None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, wait; SIGKILL if needed; lazy-unmount leftovers. Returns the exit code if it exited."""
+        code = None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+        else:
+            code = self.proc.returncode
+        self.cleanup()
+        return code
+
+    def kill_all(self) -> None:
+        """SIGKILL supervisor, workers and watchdog (by pid)."""
+        pids = [*self.workers(), self.pid]
+        if self.watchdog:
+            pids.append(self.watchdog)
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+    def cleanup(self) -> None:
+        """Kill what is left by pid and lazily unmount our mount point if still mounted."""
+        if self.proc.poll() is None:
+            self.kill_all()
+        if self.watchdog and alive(self.watchdog):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.watchdog, signal.SIGKILL)
+        for _ in range(4):
+            if not self.mounted():
+                break
+            subprocess.run(["umount", "-l", str(self.mnt)], check=False, capture_output=True)
+
+
+def find_watchdog(mnt: Path, pidfile: Path, exclude: int) -> int | None:
+    """The watchdog: a re-parented process with the daemon's command line (double-forked)."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == exclude:
+            continue
+        c = cmdline(int(d))
+        if "pylxcfs" in c and str(pidfile) in c and str(mnt) in c and "fuse.wire" not in c:
+            return int(d)
+    return None
+
+
+def start_daemon(tmp: Path, *args: str, mnt: Path | None = None, name: str = "d",
+                 timeout: float = 15) -> Daemon:
+    """Start `pylxcfs -f --pidfile ... [args] MNT` and wait until it serves (mounted and a worker ready)."""
+    mnt = mnt or tmp / f"{name}-mnt"
+    pidfile = tmp / f"{name}.pid"
+    log = tmp / f"{name}.log"
+    with open(log, "ab") as lf:
+        proc = subprocess.Popen([str(PYLXCFS), "-f", "--pidfile", str(pidfile), *args, str(mnt)],
+                                stdout=lf, stderr=lf, stdin=subprocess.DEVNULL)
+    d = Daemon(proc, mnt, pidfile, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}:\n{d.log_text()}")
+        if d.mounted() and "serving" in d.log_text():
+            break
+        time.sleep(0.02)
+    else:
+        d.cleanup()
+        raise AssertionError(f"daemon did not serve within {timeout} s:\n{d.log_text()}")
+    d.watchdog = find_watchdog(mnt, pidfile, proc.pid)
+    return d
+
+
+READER_SRC = r'''
+import json, os, sys, time, signal
+path, out, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
+stop = False
+def _stop(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, _stop)
+with open(out, "w", buffering=1) as f:
+    while not stop:
+        t0 = time.time(); m0 = time.monotonic()
+        rec = {"t": t0}
+        try:
+            with open(path, "rb") as r:
+                data = r.read()
+            rec["ok"] = True
+            rec["data"] = data.decode(errors="replace")
+        except OSError as e:
+            rec["ok"] = False
+            rec["err"] = f"{type(e).__name__}: {e}"
+        rec["dt"] = time.monotonic() - m0
+        f.write(json.dumps(rec) + "\n")
+        time.sleep(interval)
+'''
+
+
+@dataclass
+class ReaderResult:
+    """What a reader loop saw."""
+
+    records: list[dict[str, object]]
+
+    @property
+    def reads(self) -> int:
+        return len(self.records)
+
+    @property
+    def errors(self) -> list[dict[str, object]]:
+        return [r for r in self.records if not r["ok"]]
+
+    @property
+    def longest_s(self) -> float:
+        return max((float(r["dt"]) for r in self.records), default=0.0)  # type: ignore[arg-type]
+
+    def summary(self, name: str) -> dict[str, object]:
+        return {"scenario": name, "reads": self.reads, "errors": len(self.errors),
+                "longest_read_ms": round(self.longest_s * 1000, 1)}
+
+
+class ReaderLoop:
+    """`python -c READER_SRC PATH OUT 0.05` in its own process: one open/read/close every 50 ms."""
+
+    def __init__(self, path: Path, out: Path, interval: float = 0.05, argv_prefix: list[str] | None = None) -> None:
+        self.out = out
+        self.proc = subprocess.Popen([*(argv_prefix or []), str(PY), "-c", READER_SRC, str(path), str(out),
+                                      str(interval)], stdin=subprocess.DEVNULL)
+
+    def stop(self, timeout: float = 5) -> ReaderResult:
+        """Ask it to finish its current read; SIGKILL if it is stuck. Returns what it recorded."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        recs = []
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    recs.append(json.loads(line))
+        return ReaderResult(recs)
+
+    def count(self) -> int:
+        return len(self.out.read_text().splitlines()) if self.out.exists() else 0
+
+
+def record_result(tmp: Path, summary: dict[str, object]) -> None:
+    """Print a scenario's numbers and append them to $PYLXCFS_T4_RESULTS (JSON lines) if set."""
+    line = json.dumps(summary)
+    print(f"\nSCENARIO {line}", file=sys.stderr)
+    (tmp / "result.json").write_text(line + "\n")
+    dest = os.environ.get("PYLXCFS_T4_RESULTS")
+    if dest:
+        with open(dest, "a") as f:
+            f.write(line + "\n")

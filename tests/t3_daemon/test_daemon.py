@@ -1,0 +1,158 @@
+"""Tier 3: the daemon mounted for real in a subprocess, both back-ends, read through real syscalls.
+
+The daemon serves a tiny --host-root tree whose meminfo differs from this machine's, so every
+expectation comes from the fixture file we wrote, not from our own output."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pylxcfs import __version__, syscalls
+from pylxcfs.views.registry import VIEW_PATHS
+from support.fusedaemon import MEMINFO, PYLXCFS, Daemon, make_fixture_root, mountinfo_entry, start_daemon
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse]
+
+BACKENDS = ["raw", "mfusepy"]
+
+
+@pytest.fixture(params=BACKENDS)
+def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Daemon]:
+    root = make_fixture_root(tmp_path)
+    d = start_daemon(tmp_path, "--host-root", str(root), "--fuse-backend", request.param)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_mount_line_says_lxcfs_fuse_lxcfs(daemon: Daemon) -> None:
+    out = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
+    assert f"lxcfs on {daemon.mnt} type fuse.lxcfs " in out
+    assert mountinfo_entry(daemon.mnt) == ("fuse.lxcfs", "lxcfs")
+
+
+def test_cat_head_read_pread_stat(daemon: Daemon) -> None:
+    f = daemon.mnt / "proc/meminfo"
+    assert subprocess.run(["cat", str(f)], capture_output=True, text=True, check=True).stdout == MEMINFO
+    assert subprocess.run(["head", "-c", "17", str(f)], capture_output=True, check=True).stdout == \
+        MEMINFO.encode()[:17]
+    assert f.read_text() == MEMINFO
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 10, 100) == MEMINFO.encode()[100:110]
+        assert os.pread(fd, 50, len(MEMINFO) - 5) == MEMINFO.encode()[-5:]
+        assert os.pread(fd, 10, len(MEMINFO) + 100) == b""
+    finally:
+        os.close(fd)
+    st = os.stat(f)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444 and st.st_size == 0
+
+
+def test_free_parses_our_meminfo(daemon: Daemon) -> None:
+    # `free` in a private mount namespace with our file over /proc/meminfo (design.md §4.4).
+    script = f"mount --bind {daemon.mnt}/proc/meminfo /proc/meminfo && /usr/bin/free -k"
+    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=20, check=True).stdout
+    mem = next(line.split() for line in out.splitlines() if line.startswith("Mem:"))
+    assert mem[1] == "1048576"  # MemTotal of the fixture
+
+
+def test_readdir_lists_the_tree(daemon: Daemon) -> None:
+    proc = sorted(p.split("/", 1)[1] for p in VIEW_PATHS if p.startswith("proc/"))
+    assert sorted(os.listdir(daemon.mnt)) == ["proc", "sys"]
+    assert sorted(os.listdir(daemon.mnt / "proc")) == proc
+    assert os.listdir(daemon.mnt / "sys/devices/system/cpu") == ["online"]
+    assert (daemon.mnt / "sys/devices/system/cpu/online").read_text() == "0\n"
+
+
+def test_write_open_and_create_fail(daemon: Daemon) -> None:
+    for flags in (os.O_WRONLY, os.O_RDWR):
+        with pytest.raises(PermissionError):
+            os.open(daemon.mnt / "proc/meminfo", flags)
+    with pytest.raises(OSError) as e:
+        os.open(daemon.mnt / "proc/newfile", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert e.value.errno in (errno.ENOSYS, errno.EACCES, errno.EROFS, errno.EPERM)
+    with pytest.raises(FileNotFoundError):
+        os.stat(daemon.mnt / "proc/nope")
+
+
+def test_sigterm_unmounts_and_removes_pidfile(daemon: Daemon) -> None:
+    assert daemon.pidfile.read_text().strip() == str(daemon.pid)
+    assert daemon.stop() == 0
+    assert not daemon.mounted()
+    assert not daemon.pidfile.exists()
+
+
+def test_stale_mount_point_is_cleaned_and_reused(tmp_path: Path) -> None:
+    mnt = tmp_path / "stale"
+    mnt.mkdir()
+    # A FUSE mount whose connection is gone: mount with a /dev/fuse fd, then close it unanswered.
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    syscalls.mount("lxcfs", str(mnt), "fuse.lxcfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                   f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other")
+    os.close(fd)
+    try:
+        with pytest.raises(OSError) as e:
+            os.stat(mnt)
+        assert e.value.errno == errno.ENOTCONN
+        d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)), mnt=mnt)
+        try:
+            assert (mnt / "proc/meminfo").read_text() == MEMINFO
+            assert "stale" in d.log_text()
+        finally:
+            d.stop()
+    finally:
+        while mountinfo_entry(mnt) is not None:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_live_mount_is_refused_and_left_alone(daemon: Daemon, tmp_path: Path) -> None:
+    r = subprocess.run([str(PYLXCFS), "-f", "--pidfile", str(tmp_path / "other.pid"), str(daemon.mnt)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3
+    assert "live" in r.stderr and str(daemon.mnt) in r.stderr
+    assert not (tmp_path / "other.pid").exists()
+    assert (daemon.mnt / "proc/meminfo").read_text() == MEMINFO
+
+
+def test_locked_pidfile_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    r = subprocess.run([str(PYLXCFS), "-f", "--pidfile", str(daemon.pidfile), str(tmp_path / "m2")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4 and "locked" in r.stderr
+
+
+def test_version_and_bad_host_root(tmp_path: Path) -> None:
+    r = subprocess.run([str(PYLXCFS), "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == f"pylxcfs {__version__}"
+    r = subprocess.run([str(PYLXCFS), "-f", "--pidfile", str(tmp_path / "p"), "--host-root", str(tmp_path / "none"),
+                        str(tmp_path / "m")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "--host-root" in r.stderr and "Traceback" not in r.stderr
+    assert mountinfo_entry(tmp_path / "m") is None
+
+
+def test_background_mode_returns_after_mounting(tmp_path: Path) -> None:
+    mnt, pidfile = tmp_path / "bg", tmp_path / "bg.pid"
+    r = subprocess.run([str(PYLXCFS), "--pidfile", str(pidfile), "--host-root", str(make_fixture_root(tmp_path)),
+                        str(mnt)], capture_output=True, text=True, timeout=30)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert mountinfo_entry(mnt) == ("fuse.lxcfs", "lxcfs")
+        assert (mnt / "proc/meminfo").read_text() == MEMINFO
+    finally:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 15)
+        for _ in range(200):
+            if mountinfo_entry(mnt) is None and not pidfile.exists():
+                break
+            import time
+
+            time.sleep(0.05)
+        assert mountinfo_entry(mnt) is None and not pidfile.exists()
