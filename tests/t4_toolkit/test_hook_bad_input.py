@@ -1,0 +1,182 @@
+"""lxcfs-hook on bad input and hostile rootfs layouts: a clear error in the log, exit 0 (exit 1 with --strict), and
+nothing of the host mounted over. A "fake container" here is a process in its own mount + pid namespace whose rootfs
+is a plain directory we lay out (a real runtime would refuse most of these layouts, which is exactly why the hook
+must not rely on the runtime for its own safety)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import containers as C
+from t4_toolkit.conftest import HOOK, Env, host_snapshot, wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse]
+
+def _digest(paths: tuple[str, ...] = ("/etc/passwd", "/etc/hostname")) -> dict[str, str]:
+    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if os.path.exists(p)}
+
+
+def run_hook(tenv: Env, state: object | str, *extra: str, stage: str = "createRuntime",
+             prefix: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str], str]:
+    log = tenv.base / f"badhook-{time.monotonic_ns()}.log"
+    stdin = state if isinstance(state, str) else json.dumps(state)
+    args = [HOOK, "--stage", stage, "--lxcfs-dir", str(tenv.lxcfs), "--registry-dir", str(tenv.registry),
+            "--log", str(log), *extra]
+    r = subprocess.run([*prefix, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    return r, (log.read_text() if log.exists() else "")
+
+
+class FakeContainer:
+    """`unshare -m -p -f` + procfs/sysfs mounted at rootfs/proc and rootfs/sys when those are real directories."""
+
+    def __init__(self, bundle: Path, mount_proc: bool) -> None:
+        self.bundle = bundle
+        rootfs = bundle / "rootfs"
+        script = 'set -e\n'
+        if mount_proc:
+            script += f'mount -t proc proc "{rootfs}/proc"\nmount -t sysfs sysfs "{rootfs}/sys"\n'
+        script += "exec sleep 300\n"
+        self.proc = subprocess.Popen(["unshare", "-m", "-p", "-f", "--propagation", "private", "sh", "-c", script],
+                                     stdin=subprocess.DEVNULL)
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        assert wait_until(lambda: children.exists() and children.read_text().strip(), 10)
+        self.pid = int(children.read_text().split()[0])
+        assert wait_until(lambda: Path(f"/proc/{self.pid}/cmdline").read_bytes().startswith(b"sleep"), 10)
+
+    def mounts(self) -> list[C.MountEntry]:
+        return C.mountinfo(self.pid)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def _bundle(tenv: Env, name: str, root_path: str = "rootfs") -> Path:
+    b = tenv.base / name
+    (b / "rootfs").mkdir(parents=True)
+    (b / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "root": {"path": root_path}}))
+    return b
+
+
+@pytest.fixture
+def guard(tenv: Env) -> Iterator[None]:
+    """Host mount table (the relevant part) and sensitive files must be identical after the test."""
+    mounts, digests = host_snapshot(tenv.base), _digest()
+    yield
+    assert host_snapshot(tenv.base) == mounts, "host mount table changed"
+    assert _digest() == digests, "a host file changed"
+
+
+@pytest.mark.parametrize(("stdin", "expect"), [
+    ("", "is empty"),
+    ("{", "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"pid": 5}', "no container id"),
+    ('{"id": "x", "pid": "12", "bundle": "/nonexistent"}', "bad pid"),
+    ('{"id": "x", "pid": 1234, "bundle": "relative/path"}', "not absolute"),
+    ('{"id": "x", "bundle": "/nonexistent-bundle-dir"}', "cannot find the rootfs"),
+])
+def test_broken_state(tenv: Env, guard: None, stdin: str, expect: str) -> None:
+    r, log = run_hook(tenv, stdin)
+    assert r.returncode == 0, r.stderr
+    assert expect in log and "level=error" in log, log
+    r, _ = run_hook(tenv, stdin, "--strict")
+    assert r.returncode == 1
+
+
+def test_dead_pid_and_missing_rootfs(tenv: Env, guard: None) -> None:
+    b = _bundle(tenv, "deadpid")
+    p = subprocess.Popen(["true"])
+    p.wait()
+    r, log = run_hook(tenv, {"id": "deadpid", "pid": p.pid, "bundle": str(b), "status": "creating"}, "--strict")
+    assert r.returncode == 1 and f"container pid {p.pid} is not running" in log, log
+    b2 = _bundle(tenv, "norootfs", root_path="does-not-exist")
+    r, log = run_hook(tenv, {"id": "norootfs", "pid": os.getpid(), "bundle": str(b2)})
+    assert r.returncode == 0 and "does not exist" in log, log
+    # Our own pid: same mount namespace as the hook -> refused, never mounts over the host.
+    r, log = run_hook(tenv, {"id": "self", "pid": os.getpid(), "bundle": str(b)}, "--strict")
+    assert r.returncode == 1 and "own mount namespace" in log, log
+    assert not (tenv.registry / "deadpid.json").exists()
+
+
+def test_hostile_id_is_never_a_path(tenv: Env, guard: None) -> None:
+    b = _bundle(tenv, "hostile-id")
+    (b / "rootfs" / "proc").mkdir()
+    (b / "rootfs" / "sys").mkdir()
+    fc = FakeContainer(b, mount_proc=True)
+    try:
+        r, log = run_hook(tenv, {"id": "../../escape", "pid": fc.pid, "bundle": str(b)})
+        assert r.returncode == 0, r.stderr
+        assert "not registering" in log, log
+        assert not (tenv.registry.parent.parent / "escape.json").exists()
+        assert not list(tenv.base.rglob("escape.json"))
+        # The mount work itself is keyed by pid and rootfs, not by the id: it happened inside the fake container.
+        assert any(m.is_lxcfs and m.mountpoint == f"{b}/rootfs/proc/meminfo" for m in fc.mounts())
+        r, _ = run_hook(tenv, {"id": "../../escape", "pid": fc.pid, "bundle": str(b)}, "--strict")
+        assert r.returncode == 1
+    finally:
+        fc.stop()
+
+
+def _layout(rootfs: Path, kind: str) -> bool:
+    """Lay out a hostile rootfs; returns whether procfs/sysfs should be mounted at rootfs/proc and rootfs/sys."""
+    if kind == "proc-symlink-to-host-proc":
+        (rootfs / "proc").symlink_to("/proc")
+        (rootfs / "sys").symlink_to("/sys")
+        return False
+    if kind == "proc-symlink-to-root":
+        (rootfs / "proc").symlink_to("/")
+        (rootfs / "sys").symlink_to("../../../../../../")
+        (rootfs / "meminfo").symlink_to("/etc/passwd")
+        return False
+    if kind == "file-symlinks":
+        (rootfs / "proc").mkdir()
+        (rootfs / "proc" / "meminfo").symlink_to("/etc/passwd")
+        (rootfs / "proc" / "cpuinfo").symlink_to("../../../../../../etc/hostname")
+        (rootfs / "proc" / "uptime").write_text("not procfs\n")
+        (rootfs / "sys" / "devices" / "system" / "cpu").mkdir(parents=True)
+        (rootfs / "sys" / "devices" / "system" / "cpu" / "online").symlink_to("/proc/meminfo")
+        return False
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("stage", ["createRuntime", "createContainer"])
+@pytest.mark.parametrize("kind", ["proc-symlink-to-host-proc", "proc-symlink-to-root", "file-symlinks"])
+def test_planted_symlinks(tenv: Env, guard: None, kind: str, stage: str) -> None:
+    b = _bundle(tenv, f"evil-{kind}-{stage}")
+    rootfs = b / "rootfs"
+    assert not _layout(rootfs, kind)
+    state = {"id": f"evil-{kind}", "bundle": str(b)}
+    if stage == "createRuntime":
+        fc = FakeContainer(b, mount_proc=False)
+        try:
+            r, log = run_hook(tenv, {**state, "pid": fc.pid}, stage=stage)
+            mounts = fc.mounts()
+        finally:
+            fc.stop()
+    else:
+        # createContainer: the hook runs in the container's (here: a private copy of the host's) mount namespace,
+        # where the host lxcfs dir IS visible, so open_tree succeeds and only the target checks stand in the way.
+        script = f'"$@" < "{b}/state.json"; rc=$?; cat /proc/self/mountinfo > "{b}/mountinfo"; exit $rc'
+        (b / "state.json").write_text(json.dumps({**state, "pid": 1}))
+        log_path = tenv.base / f"evil-{kind}-cc.log"
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", HOOK, "--stage",
+                            stage, "--lxcfs-dir", str(tenv.lxcfs), "--registry-dir", str(tenv.registry), "--log",
+                            str(log_path)], capture_output=True, text=True, timeout=60, check=False)
+        log = log_path.read_text()
+        mounts = C.parse_mountinfo((b / "mountinfo").read_text())
+    assert r.returncode == 0, (r.stderr, log)
+    # A bind of one lxcfs file has a mount root like "/proc/meminfo"; daemon mounts (ours, other people's) have "/".
+    lxcfs_mounts = [m.mountpoint for m in mounts if m.is_lxcfs and m.root != "/"]
+    assert lxcfs_mounts == [], f"mounted through a planted symlink: {lxcfs_mounts}\n{log}"
+    assert "level=error" in log or "skipped" in log, log
+    if kind == "file-symlinks":
+        assert "refused: target is a symlink" in log and "not on procfs" in log, log

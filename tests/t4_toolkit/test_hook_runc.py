@@ -1,0 +1,111 @@
+"""lxcfs-hook under runc 1.1.5 at prestart, createRuntime and createContainer (one test per stage), then the
+toolkit's umount / remount / remount-twice on the same containers. Expectations come from the limits we set
+(memory 1 GiB, cpuset "0") and from the host's own /proc, never from our daemon's output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support import containers as C
+from t4_toolkit.conftest import Env, host_meminfo_total_kib, host_snapshot, meminfo_total_kib, served_views
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
+
+
+def _lxcfs_by_target(ct: C.Container) -> dict[str, list[C.MountEntry]]:
+    out: dict[str, list[C.MountEntry]] = {}
+    for m in ct.mountinfo():
+        if m.is_lxcfs:
+            out.setdefault(m.mountpoint, []).append(m)
+    return out
+
+
+def _assert_virtual(tenv: Env, ct: C.Container) -> None:
+    views = served_views(tenv.lxcfs)
+    assert "proc/meminfo" in views and "proc/cpuinfo" in views, views
+    assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+    free = ct.exec("/usr/bin/free", "-m", check=True).stdout.splitlines()
+    mem = next(ln for ln in free if ln.startswith("Mem:"))
+    assert int(mem.split()[1]) == 1024, free
+    cpuinfo = ct.read("/proc/cpuinfo")
+    assert sum(1 for ln in cpuinfo.splitlines() if ln.startswith("processor")) == 1  # cpuset "0"
+    assert ct.read("/sys/devices/system/cpu/online").strip() == "0"
+    by_target = _lxcfs_by_target(ct)
+    for v in views:
+        assert len(by_target.get("/" + v, [])) == 1, (v, by_target.keys())
+    for ms in by_target.values():
+        for m in ms:
+            assert not m.is_shared, f"{m.mountpoint} is shared: {m.optional}"
+            assert m.fstype == "fuse.lxcfs"
+
+
+@pytest.mark.parametrize("stage", ["prestart", "createRuntime", "createContainer"])
+def test_hook_stage_then_umount_remount(tenv: Env, stage: str) -> None:
+    before = host_snapshot(tenv.base)
+    ct = tenv.run(f"hook-{stage.lower()}", hook_stage=stage, free=True)
+    _assert_virtual(tenv, ct)
+    assert host_snapshot(tenv.base) == before, "the hook changed the host's mount table"
+
+    # Registered for --all, with the container's host pid (createContainer finds it through the host procfs).
+    rec = json.loads((tenv.registry / f"{ct.id}.json").read_text())
+    assert rec["id"] == ct.id and rec["pid"] == ct.pid and rec["stage"] == stage
+
+    # umount: host values come back, no lxcfs mount is left anywhere in /proc or /sys.
+    r = tenv.toolkit("umount", "--container-id", ct.id)
+    assert r.returncode == 0, r.stderr
+    assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
+    assert not _lxcfs_by_target(ct)
+
+    # remount brings the view back; twice does not stack (exactly one mount per target).
+    for _ in range(2):
+        r = tenv.toolkit("remount", "--container-id", ct.id)
+        assert r.returncode == 0, r.stderr
+        assert "remount: 1 ok, 0 failed, 1 total" in r.stdout
+    _assert_virtual(tenv, ct)
+    assert host_snapshot(tenv.base) == before
+    ct.stop()
+
+
+def test_remount_into_container_started_without_lxcfs(tenv: Env) -> None:
+    """open_tree path: the container has no lxcfs mount and cannot see the lxcfs dir at all."""
+    ct = tenv.run("plain", free=True)
+    assert not _lxcfs_by_target(ct)
+    assert ct.exec("ls", str(tenv.lxcfs)).returncode != 0, "the container should not see the host lxcfs dir"
+    assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
+
+    # Not set up for lxcfs: --all leaves it alone; --include-unconfigured takes it.
+    r = tenv.toolkit("remount", "--all")
+    assert r.returncode == 0 and "plain" not in r.stderr
+    assert not _lxcfs_by_target(ct)
+    r = tenv.toolkit("remount", "--all", "--include-unconfigured", "--json")
+    assert r.returncode == 0, r.stderr
+    res = {x["id"]: x for x in json.loads(r.stdout)["results"]}
+    assert res["plain"]["status"] == "ok"
+    _assert_virtual(tenv, ct)
+    # Now it shows lxcfs mounts, so plain --all selects it (umount --all too).
+    r = tenv.toolkit("umount", "--all", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "plain" in {x["id"] for x in json.loads(r.stdout)["results"]}
+    assert not _lxcfs_by_target(ct)
+    r = tenv.toolkit("remount", "--pid", str(ct.pid))
+    assert r.returncode == 0, r.stderr
+    _assert_virtual(tenv, ct)
+    ct.stop()
+
+
+def test_runc_snippet_from_install_hook(tenv: Env) -> None:
+    """The JSON `install-hook --format runc` prints, merged into config.json, mounts the views."""
+    r = tenv.toolkit("install-hook", "--format", "runc", "--hook-log", str(tenv.base / "snippet-hook.log"))
+    assert r.returncode == 0, r.stderr
+    snippet = json.loads(r.stdout)
+    hook = snippet["hooks"]["createRuntime"][0]
+    assert hook["path"].endswith("/lxcfs-hook") and "--lxcfs-dir" in hook["args"]
+    hook["args"] += ["--registry-dir", str(tenv.registry)]
+    b = tenv.bundle("snippet", free=True)
+    b.config["hooks"] = snippet["hooks"]
+    b.write()
+    ct = tenv.runtime.run("snippet", b)
+    _assert_virtual(tenv, ct)
+    ct.stop()
