@@ -197,6 +197,14 @@ def test_nested_child_limit_under_unlimited_parent(cgtree: CgroupTree, ours: Mou
     assert ex.meminfo(r[ours.mnt / MEM])["MemTotal"] == 262144
 
 
+def test_limit_above_host_ram_shows_host_memtotal(cgtree: CgroupTree, ours: Mounted) -> None:
+    # MemTotal = min(host MemTotal, limit): a limit twice the host's RAM must not inflate the view.
+    host_kib = ex.meminfo(ex.host_file("/proc/meminfo"))["MemTotal"]
+    cg = cgtree.child("above-host", memory_limit=2 * host_kib * ex.KIB)
+    r = pidns.read_files([ours.mnt / MEM], cgroups=[cg])
+    assert ex.meminfo(r[ours.mnt / MEM])["MemTotal"] == host_kib
+
+
 # --- no limit: host-sized view ----------------------------------------------------------------------------------
 
 
