@@ -97,3 +97,16 @@ def test_lscpu_online_list(ours: Mounted, box: V1Cgroup) -> None:
     assert int(fields["CPU(s)"]) == len(possible), out
     if len(possible) > 1:
         assert ex.cpulist(fields["Off-line CPU(s) list"]) == possible - {0}, out
+
+
+def _mount_points(mountinfo: str) -> set[str]:
+    return {line.split()[4] for line in mountinfo.splitlines()}
+
+
+def test_binds_stay_inside_the_namespace(ours: Mounted, box: V1Cgroup) -> None:
+    # Harness self-check: the namespace sees our files over /proc, the host's mount table never does.
+    targets = set(pidns.lxcfs_binds(ours.mnt, required=ours.impl == "pylxcfs"))
+    inside = _mount_points(_run(ours, box, ["cat", "/proc/self/mountinfo"]))
+    assert targets <= inside
+    assert not targets & _mount_points(ex.host_file("/proc/self/mountinfo"))
+    assert not targets & _mount_points(ex.host_file("/proc/1/mountinfo"))
