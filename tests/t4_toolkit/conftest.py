@@ -54,19 +54,20 @@ class Env:
         cmd = [TOOLKIT, "--lxcfs-dir", str(lxcfs_dir or self.lxcfs), *args]
         return subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False)
 
-    def hook_args(self, stage: str, *extra: str) -> list[str]:
-        return ["lxcfs-hook", "--stage", stage, "--lxcfs-dir", str(self.lxcfs), "--registry-dir", str(self.registry),
+    def hook_args(self, stage: str, *extra: str, lxcfs_dir: Path | None = None) -> list[str]:
+        return ["lxcfs-hook", "--stage", stage, "--lxcfs-dir", str(lxcfs_dir or self.lxcfs),
+                "--registry-dir", str(self.registry),
                 "--log", str(self.base / "hook.log"), *extra]
 
     def bundle(self, name: str | None = None, *, cpus: str = "0", hook_stage: str | None = None,
-               free: bool = False) -> C.Bundle:
+               free: bool = False, lxcfs_dir: Path | None = None) -> C.Bundle:
         self.counter[0] += 1
         name = name or f"c{self.counter[0]}"
         b = C.make_bundle(self.base, name, memory_bytes=MEM_LIMIT, cpus=cpus, cgroup_parent=self.cgroup)
         if free:
             C.add_host_binary(b.rootfs, "/usr/bin/free")
         if hook_stage:
-            b.add_hook(hook_stage, HOOK, self.hook_args(hook_stage), timeout=20)
+            b.add_hook(hook_stage, HOOK, self.hook_args(hook_stage, lxcfs_dir=lxcfs_dir), timeout=20)
         return b
 
     def run(self, name: str | None = None, **kw: object) -> C.Container:
