@@ -16,11 +16,12 @@ never sets it).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ PARENT_SWAP_MAX = 64 * 1024 * 1024  # below the 128 MiB swap device
 NESTED_MEMORY_MAX = 1024 * 1024 * 1024  # looser than the parent's: the smallest limit up the tree applies
 CPU_MAX = (50000, 100000)  # quota, period (us): half a CPU
 CPUSET = "0"
+CFS_CPUSET = "0-1"  # the guest has 2 vCPUs
 IO_DISK = "vda"
 SWAP_DISK = "vdb"
 # Direct I/O the container performs on IO_DISK (bypassing the page cache, so it reaches the block layer and is
@@ -65,20 +67,19 @@ def _write(path: Path, value: str) -> None:
 
 @pytest.fixture(scope="session")
 def scratch() -> Iterator[Path]:
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pylxcfs-test-v2guest-{os.getpid()}"
-    path.mkdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="pylxcfs-test-v2guest-") as path:
+        yield Path(path)
 
 
 @dataclass(frozen=True)
 class CgroupTree:
     """parent (limits) with two children: `ct` (the main container, tighter limits of its own) and `nested`
-    (looser limits of its own, so the parent's must win)."""
+    (looser limits of its own, so the parent's must win), plus `cfs` (cpuset of both CPUs, cpu.max of half a CPU)."""
 
     parent: Path
     ct: Path
     nested: Path
+    cfs: Path  # two CPUs in its cpuset, half a CPU of quota
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +91,7 @@ def cgroups() -> Iterator[CgroupTree]:
     enable = " ".join(f"+{c}" for c in CONTROLLERS)
     _write(CGROUP_ROOT / "cgroup.subtree_control", enable)
     parent = CGROUP_ROOT / f"pylxcfs-test-v2guest-{os.getpid()}"
-    tree = CgroupTree(parent, parent / "ct", parent / "nested")
+    tree = CgroupTree(parent, parent / "ct", parent / "nested", parent / "cfs")
     parent.mkdir()
     try:
         _write(parent / "memory.max", str(PARENT_MEMORY_MAX))
@@ -105,11 +106,14 @@ def cgroups() -> Iterator[CgroupTree]:
         tree.nested.mkdir()
         _write(tree.nested / "memory.max", str(NESTED_MEMORY_MAX))
         _write(tree.nested / "memory.swap.max", "max")
+        tree.cfs.mkdir()
+        _write(tree.cfs / "cpuset.cpus", CFS_CPUSET)
+        _write(tree.cfs / "cpu.max", f"{CPU_MAX[0]} {CPU_MAX[1]}")
         yield tree
     finally:
         # cgroup.kill (5.14+) SIGKILLs every member of the subtree; rmdir works once the cgroups are empty.
         _write(parent / "cgroup.kill", "1")
-        for cg in (tree.ct, tree.nested, parent):
+        for cg in (tree.ct, tree.nested, tree.cfs, parent):
             for _ in range(100):
                 if not cg.exists() or not (cg / "cgroup.procs").read_text().split():
                     break
@@ -147,9 +151,9 @@ def _is_mounted(mnt: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-@pytest.fixture(scope="session")
-def daemon(scratch: Path) -> Iterator[Daemon]:
-    """Our daemon (or the C lxcfs, see the module docstring) serving scratch/mnt, stopped with SIGTERM."""
+@contextlib.contextmanager
+def _serving(scratch: Path, name: str, options: tuple[str, ...] = ()) -> Iterator[Daemon]:
+    """Our daemon (or the C lxcfs, see the module docstring) serving scratch/<name>, stopped with SIGTERM."""
     impl = os.environ.get("PYLXCFS_V2GUEST_DAEMON", "pylxcfs")
     if impl == "pylxcfs":
         exe = str(Path(sys.executable).parent / "pylxcfs")
@@ -157,12 +161,12 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
         exe = "lxcfs"
     else:
         pytest.fail(f"PYLXCFS_V2GUEST_DAEMON must be pylxcfs or lxcfs, not {impl!r}")
-    mnt = scratch / "mnt"
+    mnt = scratch / name
     mnt.mkdir()
-    log = scratch / "daemon.log"
+    log = scratch / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [exe, "--foreground", "--pidfile", str(scratch / "daemon.pid"), str(mnt)],
+            [exe, "--foreground", *options, "--pidfile", str(scratch / f"{name}.pid"), str(mnt)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
     d = Daemon(proc, mnt, log)
@@ -186,7 +190,21 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
                 proc.wait()
         if _is_mounted(mnt):
             subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True, timeout=60)
-        print(f"--- {impl} log ---\n{d.log_text()}")
+        print(f"--- {impl} {' '.join(options)} log ---\n{d.log_text()}")
+
+
+@pytest.fixture(scope="session")
+def daemon(scratch: Path) -> Iterator[Daemon]:
+    """The daemon with default options."""
+    with _serving(scratch, "mnt") as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def cfs_daemon(scratch: Path) -> Iterator[Daemon]:
+    """A second daemon with --enable-cfs: CPU count from cpu.max, capped by the cpuset."""
+    with _serving(scratch, "mnt-cfs", ("--enable-cfs",)) as d:
+        yield d
 
 
 # The container's script: PID 1 of a new pid namespace (with its own /proc), born inside the limited cgroup.
@@ -239,14 +257,16 @@ def _split_sections(text: str) -> dict[str, str]:
     return {k: "\n".join(v) + "\n" for k, v in sections.items()}
 
 
-def _run_container(cg: Path, script: str, mnt: Path) -> ContainerRun:
+def _run_container(cg: Path, script: str, *args: Path) -> ContainerRun:
+    """Run `script` (sh, with `args` as $1...) as PID 1 of a new pid namespace whose init is born in `cg`."""
     # The launcher joins the cgroup and only then execs unshare, so the namespace's init is born in it.
     launcher = (
-        'echo $$ > "$1/cgroup.procs" && exec unshare --pid --fork --kill-child --mount-proc sh -c "$2" ct "$3" "$1"'
+        'echo $$ > "$1/cgroup.procs" && script=$2 && shift 2 && '
+        'exec unshare --pid --fork --kill-child --mount-proc sh -c "$script" ct "$@"'
     )
     started = time.monotonic()
     proc = subprocess.run(
-        ["sh", "-c", launcher, "launch", str(cg), script, str(mnt)],
+        ["sh", "-c", launcher, "launch", str(cg), script, *map(str, args)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     wall = time.monotonic() - started
@@ -263,7 +283,7 @@ def container(cgroups: CgroupTree, swap_device: Path, daemon: Daemon) -> Contain
         io_disk=IO_DISK, read_blocks=READ_BYTES // 65536, write_blocks=WRITE_BYTES // 65536, reads=reads,
         section_function=SECTION_FUNCTION,
     )
-    return _run_container(cgroups.ct, script, daemon.mnt)
+    return _run_container(cgroups.ct, script, daemon.mnt, cgroups.ct)
 
 
 @pytest.fixture(scope="session")
@@ -275,3 +295,18 @@ section meminfo "$1/proc/meminfo"
 section swaps "$1/proc/swaps"
 """
     return _run_container(cgroups.nested, script, daemon.mnt)
+
+
+@pytest.fixture(scope="session")
+def cfs_container(cgroups: CgroupTree, daemon: Daemon, cfs_daemon: Daemon) -> ContainerRun:
+    """A container in parent/cfs reading the CPU views through both daemons ($1 default, $2 --enable-cfs)."""
+    script = SECTION_FUNCTION + """
+section pid1_cgroup /proc/1/cgroup
+section cpuinfo "$1/proc/cpuinfo"
+section online "$1/sys/devices/system/cpu/online"
+section stat "$1/proc/stat"
+section cfs.cpuinfo "$2/proc/cpuinfo"
+section cfs.online "$2/sys/devices/system/cpu/online"
+section cfs.stat "$2/proc/stat"
+"""
+    return _run_container(cgroups.cfs, script, daemon.mnt, cfs_daemon.mnt)

@@ -193,3 +193,20 @@ def test_nested_container_gets_the_parents_smaller_limits(nested_container: Cont
     assert _kib(meminfo, "SwapTotal") == PARENT_SWAP_MAX // 1024
     entries = [line.split() for line in nested_container["swaps"].splitlines()[1:]]
     assert len(entries) == 1 and int(entries[0][2]) == PARENT_SWAP_MAX // 1024, entries
+
+
+def _cpu_rows(stat: str) -> list[str]:
+    return [line.split()[0] for line in stat.splitlines() if line.startswith("cpu")]
+
+
+def test_enable_cfs_counts_cpus_from_cpu_max(cfs_container: ContainerRun) -> None:
+    c = cfs_container
+    assert c["pid1_cgroup"].strip() == f"0::/{c.cgroup.relative_to(CGROUP_ROOT)}"
+    # cpuset 0-1: without --enable-cfs the container sees both CPUs ...
+    assert re.findall(r"^processor\s*:\s*(\d+)\s*$", c["cpuinfo"], re.MULTILINE) == ["0", "1"]
+    assert c["online"].strip() == "0-1"
+    assert _cpu_rows(c["stat"]) == ["cpu", "cpu0", "cpu1"]
+    # ... with it, cpu.max "50000 100000" (half a CPU) rounds up to one CPU, numbered from 0.
+    assert re.findall(r"^processor\s*:\s*(\d+)\s*$", c["cfs.cpuinfo"], re.MULTILINE) == ["0"]
+    assert c["cfs.online"].strip() == "0"
+    assert _cpu_rows(c["cfs.stat"]) == ["cpu", "cpu0"]
