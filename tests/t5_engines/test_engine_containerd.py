@@ -17,6 +17,8 @@ import pytest
 from support import engines as eng
 from support.engines import GiB, Toolkit, host_cpus, host_memtotal_kib, require
 
+WRAPPER = Path(__file__).resolve().parents[2] / "contrib" / "engines" / "lxcfs-runc"
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.fuse]
 
 
@@ -55,3 +57,21 @@ def test_remount_into_ctr_container(
 
     toolkit("umount", "--container-id", cid)
     eng.assert_host_view(view(), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+
+
+def test_runc_binary_wrapper_injects_the_hook(
+    containerd: eng.Containerd, cgroup_parent: str, toolkit: Toolkit, served_files: list[str]
+) -> None:
+    """`ctr run --runc-binary lxcfs-runc` (contrib/engines): the hook from `install-hook --format runc` runs at
+    create, so the view is there from the start without any remount."""
+    hooks = containerd.base / "runc-hooks.json"
+    toolkit("install-hook", "--format", "runc", "--dest", str(hooks))
+    launcher = containerd.base / "lxcfs-runc-test"
+    launcher.write_text(f'#!/bin/sh\nLXCFS_RUNC_HOOKS={hooks} exec {WRAPPER} "$@"\n')
+    launcher.chmod(0o755)
+    cid = f"pylxcfs-eng-{os.getpid()}-c2"
+    containerd.run_detached(cid, "--cgroup", f"/{cgroup_parent}/{cid}", "--memory-limit", str(GiB),
+                            "--runc-binary", str(launcher))
+    view = eng.inside_view(lambda *cmd: containerd.exec(cid, *cmd))
+    # No cpuset was set on this one: the view must show every host CPU, and the 1 GiB limit.
+    eng.assert_virtualized(view, memory_bytes=GiB, cpus=host_cpus(), served=served_files)
