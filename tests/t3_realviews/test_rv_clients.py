@@ -110,3 +110,36 @@ def test_binds_stay_inside_the_namespace(ours: Mounted, box: V1Cgroup) -> None:
     assert targets <= inside
     assert not targets & _mount_points(ex.host_file("/proc/self/mountinfo"))
     assert not targets & _mount_points(ex.host_file("/proc/1/mountinfo"))
+
+
+def _mpstat_cpus(out: str) -> list[str]:
+    # Rows "<time> <CPU> <%usr> ..." of the first report; "all" is the aggregate.
+    cpus: list[str] = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[0] != "Average:" and parts[1] not in ("CPU", "all") and parts[1].isdigit():
+            cpus.append(parts[1])
+    return cpus
+
+
+def test_mpstat_lists_one_cpu(ours: Mounted, box: V1Cgroup) -> None:
+    # sysstat's mpstat shows one line per cpuN row of /proc/stat (since boot, no interval).
+    out = _run(ours, box, ["mpstat", "-P", "ALL"])
+    assert _mpstat_cpus(out) == ["0"], out
+
+
+@pytest.fixture(scope="module")
+def box_cpu1(cgtree: CgroupTree) -> V1Cgroup:
+    """cpuset.cpus = 1: the container owns only the host's second CPU."""
+    return cgtree.child("clients-cpu1", memory_limit=ex.GIB, cpus="1")
+
+
+def test_tools_agree_on_cpu_numbers_for_cpuset_1(ours: Mounted, box_cpu1: V1Cgroup) -> None:
+    # top and mpstat number CPUs from /proc/stat's cpuN rows, lscpu from the online list: whichever numbering the
+    # views use, the tools must name the same single CPU (lxcfs 5.0: "1" everywhere; a renumbered view: "0").
+    top = re.findall(r"%Cpu(\d+)\s*:", _run(ours, box_cpu1, ["top", "-bn1", "-1", "-w", "512"]))
+    mpstat = _mpstat_cpus(_run(ours, box_cpu1, ["mpstat", "-P", "ALL"]))
+    lscpu_out = _run(ours, box_cpu1, ["lscpu"])
+    fields = (ln.partition(":") for ln in lscpu_out.splitlines())
+    online = [v.strip() for k, _, v in fields if k == "On-line CPU(s) list"]
+    assert len(top) == 1 and top == mpstat == online, {"top": top, "mpstat": mpstat, "lscpu on-line": online}
