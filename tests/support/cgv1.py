@@ -45,7 +45,7 @@ def _read(path: Path) -> str:
     return path.read_text().strip()
 
 
-def available(root: Path = CGROUP_ROOT) -> list[str]:
+def missing_hierarchies(root: Path = CGROUP_ROOT) -> list[str]:
     """The controllers of CONTROLLERS that are NOT mounted as their own v1 hierarchy under root."""
     return [c for c in CONTROLLERS if not (root / c / "cgroup.procs").is_file()]
 
@@ -129,7 +129,7 @@ class CgroupTree:
 
     def create(self) -> V1Cgroup:
         """Create the parent in every hierarchy (failing loudly when a hierarchy is missing)."""
-        missing = available(self.root)
+        missing = missing_hierarchies(self.root)
         missing = [c for c in missing if c in self.controllers]
         if missing:
             raise CgroupSetupError(f"v1 hierarchies not mounted under {self.root}: {missing}")

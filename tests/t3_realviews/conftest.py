@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cgv1 import CgroupTree, available
+from support.cgv1 import CgroupTree, missing_hierarchies
 
 REPO = Path(__file__).resolve().parents[2]
 OURS_BIN = REPO / ".venv" / "bin" / "pylxcfs"
@@ -100,7 +100,7 @@ def _require_root_and_fuse() -> None:
         pytest.fail("t3_realviews needs root (real cgroups, pid namespaces and mounts)")
     if not os.path.exists("/dev/fuse"):
         pytest.fail("t3_realviews needs /dev/fuse")
-    missing = available()
+    missing = missing_hierarchies()
     if missing:
         pytest.fail(f"t3_realviews needs the v1 hierarchies {missing} (this is a hybrid-v1 host)")
 
