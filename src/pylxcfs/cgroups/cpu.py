@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -34,6 +35,7 @@ from pylxcfs.parse.cpuset import parse_cpuset
 __all__ = [
     "CpuBandwidth",
     "CpuUsage",
+    "Reader",
     "cfs_cpu_count",
     "cpu_bandwidth",
     "cpu_usage",
@@ -42,13 +44,16 @@ __all__ = [
 ]
 
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+# How files are read: hostfs.read_bytes, or a cached-descriptor reader (fdcache.FdCache.read) for live hosts.
+Reader = Callable[[str], bytes]
 _MAX_DEPTH = 1000  # lxcfs stops ancestor walks after 1000 levels too
 
 
-def _read_opt(path: str) -> str | None:
+def _read_opt(path: str, read: Reader) -> str | None:
     """The file's text, or None if it does not exist (an optional file or a vanished cgroup)."""
     try:
-        return read_bytes(path).decode("ascii", "replace")
+        return read(path).decode("ascii", "replace")
     except OSError as e:
         if e.errno in _MISSING:
             return None
@@ -68,7 +73,7 @@ def _ancestors(d: CgroupDir) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- cpuset
 
-def visible_cpus(d: CgroupDir) -> frozenset[int] | None:
+def visible_cpus(d: CgroupDir, read: Reader = read_bytes) -> frozenset[int] | None:
     """CPUs the cgroup may run on; walks up while the file is missing or empty; None = no cpuset anywhere.
 
     v1's cpuset.effective_cpus already is the intersection with every ancestor (cpusets.rst 1.3), so one read
@@ -79,7 +84,7 @@ def visible_cpus(d: CgroupDir) -> frozenset[int] | None:
     names = ("cpuset.cpus.effective",) if d.v2 else ("cpuset.effective_cpus", "cpuset.cpus")
     for directory in _ancestors(d):
         for name in names:
-            text = _read_opt(f"{directory}/{name}")
+            text = _read_opt(f"{directory}/{name}", read)
             if text is None or not text.strip():
                 continue
             return parse_cpuset(text, f"{directory}/{name}")
@@ -109,11 +114,11 @@ def _parse_int(text: str, source: str) -> int:
         raise ParseError(source, "expected an integer", line=s) from None
 
 
-def cpu_bandwidth(directory: str, v2: bool) -> CpuBandwidth | None:
+def cpu_bandwidth(directory: str, v2: bool, read: Reader = read_bytes) -> CpuBandwidth | None:
     """The CFS limit set at this one cgroup directory; None = unlimited or no such file here."""
     if v2:
         src = f"{directory}/cpu.max"
-        text = _read_opt(src)
+        text = _read_opt(src, read)
         if text is None:
             return None
         fields = text.split()
@@ -125,14 +130,14 @@ def cpu_bandwidth(directory: str, v2: bool) -> CpuBandwidth | None:
         period = _parse_int(fields[1], src)
     else:
         qsrc = f"{directory}/cpu.cfs_quota_us"
-        qtext = _read_opt(qsrc)
+        qtext = _read_opt(qsrc, read)
         if qtext is None:
             return None
         quota = _parse_int(qtext, qsrc)
         if quota < 0:  # -1 = no limit (sched-bwc.rst)
             return None
         psrc = f"{directory}/cpu.cfs_period_us"
-        ptext = _read_opt(psrc)
+        ptext = _read_opt(psrc, read)
         if ptext is None:
             return None
         period = _parse_int(ptext, psrc)
@@ -141,23 +146,25 @@ def cpu_bandwidth(directory: str, v2: bool) -> CpuBandwidth | None:
     return CpuBandwidth(quota, period)
 
 
-def effective_cpu_limit(d: CgroupDir) -> Fraction | None:
+def effective_cpu_limit(d: CgroupDir, read: Reader = read_bytes) -> Fraction | None:
     """min(quota/period) over the cgroup and its ancestors up to the mount root (lxcfs 7.0); None = no limit.
 
     A child cannot get more CPU time than any ancestor's quota allows (sched-bwc.rst "Hierarchical
-    considerations"), so the tightest ratio along the path is what the container can use.
+    considerations"), so the tightest ratio along the path is what the container can use. The mount root is
+    read too: the real root task group cannot be limited (tg_set_cfs_bandwidth() refuses it), but a hierarchy
+    mounted inside a cgroup namespace shows a limited cgroup as its root.
     """
     best: Fraction | None = None
     for directory in _ancestors(d):
-        bw = cpu_bandwidth(directory, d.v2)
+        bw = cpu_bandwidth(directory, d.v2, read)
         if bw is not None and (best is None or bw.cpus < best):
             best = bw.cpus
     return best
 
 
-def cfs_cpu_count(d: CgroupDir) -> int | None:
+def cfs_cpu_count(d: CgroupDir, read: Reader = read_bytes) -> int | None:
     """ceil(effective CFS limit) in whole CPUs (lxcfs --enable-cfs max_cpus); None = no quota anywhere."""
-    lim = effective_cpu_limit(d)
+    lim = effective_cpu_limit(d, read)
     if lim is None:
         return None
     return max(1, -(-lim.numerator // lim.denominator))
@@ -230,11 +237,11 @@ def _split_by_stat(percpu_text: str, stat_text: str, psrc: str, ssrc: str) -> di
     return out
 
 
-def cpu_usage(d: CgroupDir) -> CpuUsage:
+def cpu_usage(d: CgroupDir, read: Reader = read_bytes) -> CpuUsage:
     """CPU time used by the cgroup (ns); raises CgroupUnavailable if no usage file exists there."""
     if d.v2:
         src = f"{d.path}/cpu.stat"
-        text = _read_opt(src)
+        text = _read_opt(src, read)
         if text is None:
             raise CgroupUnavailable(src)
         st = _keyed(text, src)
@@ -242,12 +249,12 @@ def cpu_usage(d: CgroupDir) -> CpuUsage:
             raise ParseError(src, "missing user_usec/system_usec")
         return CpuUsage(st["user_usec"] * 1000, st["system_usec"] * 1000, None)
     src = f"{d.path}/cpuacct.usage_all"
-    text = _read_opt(src)
+    text = _read_opt(src, read)
     if text is not None:
         per = _usage_all(text, src)
     else:
         psrc, ssrc = f"{d.path}/cpuacct.usage_percpu", f"{d.path}/cpuacct.stat"
-        ptext, stext = _read_opt(psrc), _read_opt(ssrc)
+        ptext, stext = _read_opt(psrc, read), _read_opt(ssrc, read)
         if ptext is None or stext is None:
             raise CgroupUnavailable(psrc if ptext is None else ssrc)
         per = _split_by_stat(ptext, stext, psrc, ssrc)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.cpuinfo import CpuBlock, CpuInfo, S390Header, parse_cpuinfo
-from pylxcfs.views.cpuview import select_cpus
+from pylxcfs.views.cpuview import reader, select_cpus
 
 __all__ = ["CompiledCpuinfo", "compile_cpuinfo", "produce", "render_cpuinfo"]
 
@@ -145,10 +145,11 @@ def _compiled(env: ViewEnv, raw: bytes) -> CpuinfoCache:
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """The caller's /proc/cpuinfo (raises on failure; the renderer then serves the host file)."""
-    raw = env.root.read_proc("cpuinfo")
+    read = reader(env)
+    raw = read(env.root.proc_path("cpuinfo"))
     cache = _compiled(env, raw)
     assert cache.compiled is not None
-    sel = select_cpus(env, ctx, cache.compiled.cpus)
+    sel = select_cpus(env, ctx, cache.compiled.cpus, read)
     shown = sel.shown_cpus
     text = cache.renders.get(shown)
     if text is None:

@@ -14,11 +14,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pylxcfs.cgroups.cpu import cfs_cpu_count, visible_cpus
+from pylxcfs.cgroups.cpu import Reader, cfs_cpu_count, visible_cpus
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.errors import CgroupUnavailable
+from pylxcfs.fdcache import FdCache
+from pylxcfs.hostfs import read_bytes
 
-__all__ = ["CpuSelection", "select_cpus"]
+__all__ = ["CpuSelection", "reader", "select_cpus"]
+
+
+def reader(env: ViewEnv) -> Reader:
+    """How the CPU views read files: cached descriptors on a live host (env.states["cpuview"], shared by
+    the cpuinfo, stat and online views), plain reads on a fixture tree (see fdcache.py for why)."""
+    if not env.root.is_real_procfs:
+        return read_bytes
+    cache = env.states.get("cpuview")
+    if not isinstance(cache, FdCache):
+        cache = FdCache()
+        env.states["cpuview"] = cache
+    return cache.read
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +49,13 @@ class CpuSelection:
         return self.visible[: self.shown]
 
 
-def select_cpus(env: ViewEnv, ctx: ContainerContext, host_cpus: Iterable[int]) -> CpuSelection:
+def select_cpus(env: ViewEnv, ctx: ContainerContext, host_cpus: Iterable[int],
+                read: Reader = read_bytes) -> CpuSelection:
     """The container's CPUs among `host_cpus`. Raises CgroupUnavailable if there is no cpuset cgroup or it
     leaves no online CPU (the renderer then serves the host file)."""
     if ctx.cpuset is None:
         raise CgroupUnavailable("cpuset", "no cpuset cgroup for this container")
-    allowed = visible_cpus(ctx.cpuset)
+    allowed = visible_cpus(ctx.cpuset, read)
     host = sorted(host_cpus)
     visible = tuple(host) if allowed is None else tuple(c for c in host if c in allowed)
     if not visible:
@@ -48,7 +63,7 @@ def select_cpus(env: ViewEnv, ctx: ContainerContext, host_cpus: Iterable[int]) -
     shown = len(visible)
     view_mode = env.opts.enable_cfs
     if view_mode and ctx.cpu is not None:
-        n = cfs_cpu_count(ctx.cpu)
+        n = cfs_cpu_count(ctx.cpu, read)
         if n is not None:
             shown = min(shown, n)
     return CpuSelection(visible, shown, view_mode)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pylxcfs.cgroups.cpu import CpuUsage, cpu_usage
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.stat import IDLE, NCOLS, CpuTimes, ProcStat, parse_stat
-from pylxcfs.views.cpuview import select_cpus
+from pylxcfs.views.cpuview import reader, select_cpus
 
 __all__ = ["StatNode", "StatState", "advance", "produce", "raw_rows", "render_stat"]
 
@@ -166,10 +166,12 @@ def render_stat(rows: Sequence[Sequence[int]], host: ProcStat, btime: int | None
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """The caller's /proc/stat (raises on failure; the renderer then serves the host file)."""
-    host = parse_stat(env.root.read_proc("stat").decode("ascii", "replace"), env.root.proc_path("stat"))
-    sel = select_cpus(env, ctx, host.per_cpu)
+    read = reader(env)
+    path = env.root.proc_path("stat")
+    host = parse_stat(read(path).decode("ascii", "replace"), path)
+    sel = select_cpus(env, ctx, host.per_cpu, read)
     shown = sel.shown_cpus
-    usage = cpu_usage(ctx.cpuacct) if ctx.cpuacct is not None else None
+    usage = cpu_usage(ctx.cpuacct, read) if ctx.cpuacct is not None else None
     raw = raw_rows(host, shown, sel.visible, usage)
     state = env.states.get("stat")
     if not isinstance(state, StatState):

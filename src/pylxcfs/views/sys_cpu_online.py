@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.cpuset import format_cpuset, parse_cpuset
-from pylxcfs.views.cpuview import CpuSelection, select_cpus
+from pylxcfs.views.cpuview import CpuSelection, reader, select_cpus
 
 __all__ = ["produce", "render_online"]
 
@@ -31,6 +31,7 @@ def render_online(sel: CpuSelection) -> str:
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """The caller's online CPU list (raises on failure; the renderer then serves the host file)."""
+    read = reader(env)
     path = env.root.sys_path(_ONLINE)
-    host = parse_cpuset(env.root.read_sys(_ONLINE).decode("ascii", "replace"), path)
-    return render_online(select_cpus(env, ctx, host))
+    host = parse_cpuset(read(path).decode("ascii", "replace"), path)
+    return render_online(select_cpus(env, ctx, host, read))
