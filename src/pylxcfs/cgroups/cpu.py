@@ -60,15 +60,26 @@ def _read_opt(path: str, read: Reader) -> str | None:
         raise
 
 
-def _ancestors(d: CgroupDir) -> list[str]:
-    """d.path, its parent, ... up to and including d.mount_root (never above it)."""
+_ANCESTORS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _ancestors(d: CgroupDir) -> tuple[str, ...]:
+    """d.path, its parent, ... up to and including d.mount_root (never above it). Memoised: pure string work
+    done on every open otherwise."""
+    key = (d.path, d.mount_root)
+    hit = _ANCESTORS.get(key)
+    if hit is not None:
+        return hit
     out = [d.path]
     root = d.mount_root.rstrip("/") or "/"
     p = d.path.rstrip("/")
     while p != root and len(p) > len(root) and len(out) < _MAX_DEPTH:
         p = os.path.dirname(p)
         out.append(p)
-    return out
+    if len(_ANCESTORS) >= 4096:
+        _ANCESTORS.clear()
+    res = _ANCESTORS[key] = tuple(out)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------- cpuset
@@ -146,6 +157,16 @@ def cpu_bandwidth(directory: str, v2: bool, read: Reader = read_bytes) -> CpuBan
     return CpuBandwidth(quota, period)
 
 
+def _tightest(d: CgroupDir, read: Reader) -> CpuBandwidth | None:
+    best: CpuBandwidth | None = None
+    for directory in _ancestors(d):
+        bw = cpu_bandwidth(directory, d.v2, read)
+        # q/p < bq/bp without Fractions (they cost microseconds on the per-open path)
+        if bw is not None and (best is None or bw.quota_usec * best.period_usec < best.quota_usec * bw.period_usec):
+            best = bw
+    return best
+
+
 def effective_cpu_limit(d: CgroupDir, read: Reader = read_bytes) -> Fraction | None:
     """min(quota/period) over the cgroup and its ancestors up to the mount root (lxcfs 7.0); None = no limit.
 
@@ -154,20 +175,16 @@ def effective_cpu_limit(d: CgroupDir, read: Reader = read_bytes) -> Fraction | N
     read too: the real root task group cannot be limited (tg_set_cfs_bandwidth() refuses it), but a hierarchy
     mounted inside a cgroup namespace shows a limited cgroup as its root.
     """
-    best: Fraction | None = None
-    for directory in _ancestors(d):
-        bw = cpu_bandwidth(directory, d.v2, read)
-        if bw is not None and (best is None or bw.cpus < best):
-            best = bw.cpus
-    return best
+    best = _tightest(d, read)
+    return None if best is None else best.cpus
 
 
 def cfs_cpu_count(d: CgroupDir, read: Reader = read_bytes) -> int | None:
     """ceil(effective CFS limit) in whole CPUs (lxcfs --enable-cfs max_cpus); None = no quota anywhere."""
-    lim = effective_cpu_limit(d, read)
-    if lim is None:
+    best = _tightest(d, read)
+    if best is None:
         return None
-    return max(1, -(-lim.numerator // lim.denominator))
+    return max(1, -(-best.quota_usec // best.period_usec))
 
 
 # -------------------------------------------------------------------------------------------------- usage

@@ -41,7 +41,7 @@ def _times(fields: list[str], source: str, lineno: int, line: str) -> CpuTimes:
     if len(fields) < 4:
         raise ParseError(source, "cpu line with fewer than 4 columns", lineno, line)
     try:
-        vals = tuple(int(f) for f in fields[:NCOLS])
+        vals = tuple(map(int, fields[:NCOLS]))
     except ValueError:
         raise ParseError(source, "non-numeric cpu column", lineno, line) from None
     if min(vals) < 0:
