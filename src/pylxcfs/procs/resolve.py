@@ -146,6 +146,13 @@ class Resolver:
             raise ProcessGone(f"pid {pid} is gone") from None
         return int(link[5:-1])
 
+    def _ns_or_none(self, pid: int) -> int | None:
+        # Walks and scans skip what they may not inspect (EACCES on a foreign user namespace's init, races).
+        try:
+            return self._ns_of(pid)
+        except (ProcessGone, OSError):
+            return None
+
     @staticmethod
     def _ns_of_path(path: str) -> int:
         return int(os.readlink(path)[5:-1])
@@ -206,11 +213,8 @@ class Resolver:
                 return p
             if ppid <= 0:
                 break
-            try:
-                if self._ns_of(ppid) != ns:
-                    break  # entered by setns (runc exec): the chain leaves the namespace before its init
-            except ProcessGone:
-                break
+            if self._ns_or_none(ppid) != ns:
+                break  # entered by setns (runc exec): the chain leaves the namespace before its init
             p = ppid
         return self._scan_for_init(ns, pid)
 
@@ -218,9 +222,9 @@ class Resolver:
         for name in os.listdir(self.root.proc):
             if not name.isdigit():
                 continue
+            if self._ns_or_none(int(name)) != ns:
+                continue
             try:
-                if self._ns_of(int(name)) != ns:
-                    continue
                 _, nspid = self._status(int(name))
             except ProcessGone:
                 continue

@@ -1,0 +1,139 @@
+"""procs/resolve.py over fixture trees (no /proc/<pid>/ns links: the NSpid fallback) and the Renderer's
+fallback policy with fake resolvers and a missing view module."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from pylxcfs.context import CgroupDir, ContainerContext
+from pylxcfs.errors import CgroupUnavailable, NotInContainer, ProcessGone
+from pylxcfs.hostfs import HostRoot
+from pylxcfs.procs.resolve import Resolver
+from pylxcfs.service import Renderer, ViewOptions
+
+HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+
+
+def test_caller_resolves_to_its_namespace_init() -> None:
+    root = HostRoot.from_dir(HOSTS / "x86_64-legacy-centos7")
+    ctx = Resolver(root).resolve(4243)
+    assert ctx.caller_pid == 4243 and ctx.init_pid == 4242
+    assert ctx.init_start_ticks == 8000000
+    assert ctx.memory == CgroupDir(f"{root.cgroup}/memory/docker/ct1", False, f"{root.cgroup}/memory")
+    assert ctx.cpu is not None and ctx.cpuacct is not None and ctx.cpu.path == ctx.cpuacct.path
+    assert ctx.cpu.path == f"{root.cgroup}/cpu,cpuacct/docker/ct1"
+    assert ctx.cpuset is not None and ctx.blkio is not None
+
+
+def test_init_itself_resolves_to_itself() -> None:
+    ctx = Resolver(HostRoot.from_dir(HOSTS / "x86_64-hybrid-debian12")).resolve(4242)
+    assert ctx.init_pid == 4242
+    assert ctx.memory is not None and ctx.memory.path.endswith("/sys/fs/cgroup/memory/lxc/ct")
+
+
+def test_unified_all_controllers_in_one_dir() -> None:
+    root = HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22")
+    ctx = Resolver(root).resolve(4243)
+    want = f"{root.cgroup}/system.slice/docker-abc.scope"
+    for d in (ctx.memory, ctx.cpu, ctx.cpuacct, ctx.cpuset, ctx.blkio):
+        assert d is not None and d.v2 and d.path == want and d.mount_root == root.cgroup
+
+
+def test_host_caller_is_not_in_a_container() -> None:
+    with pytest.raises(NotInContainer):
+        Resolver(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22")).resolve(100)
+
+
+def test_pid_zero_is_not_in_a_container() -> None:
+    # fuse_get_context() reports pid 0 for a caller invisible from our pid namespace
+    with pytest.raises(NotInContainer):
+        Resolver(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22")).resolve(0)
+
+
+def test_vanished_pid() -> None:
+    with pytest.raises(ProcessGone):
+        Resolver(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22")).resolve(99999)
+
+
+def test_broken_chain_without_init(tmp_path: Path) -> None:
+    p = tmp_path / "proc/77"
+    p.mkdir(parents=True)
+    (p / "status").write_text("PPid:\t0\nNSpid:\t77\t5\n")
+    (tmp_path / "proc/self").mkdir()
+    (tmp_path / "proc/self/mountinfo").write_text("")
+    with pytest.raises(CgroupUnavailable, match="no init"):
+        Resolver(HostRoot.from_dir(tmp_path)).resolve(77)
+
+
+# ---------------------------------------------------------------- Renderer policy with fakes
+
+class _FakeResolver:
+    def __init__(self, exc: Exception | None = None, ctx: ContainerContext | None = None) -> None:
+        self.exc, self.ctx, self.calls = exc, ctx, 0
+
+    def resolve(self, pid: int) -> ContainerContext:
+        self.calls += 1
+        if self.exc is not None:
+            raise self.exc
+        assert self.ctx is not None
+        return self.ctx
+
+
+def test_renderer_uses_the_injected_resolver() -> None:
+    host = HOSTS / "x86_64-unified-ubuntu22"
+    real = Resolver(HostRoot.from_dir(host)).resolve(4243)
+    fake = _FakeResolver(ctx=real)
+    r = Renderer(HostRoot.from_dir(host), ViewOptions(), resolver=fake)
+    assert r.render("proc/uptime", 1) == b"3000.50 2970.50\n"
+    assert fake.calls == 1
+
+
+@pytest.mark.parametrize("exc", [NotInContainer("host"), ProcessGone("gone")])
+def test_expected_failures_serve_host_quietly(exc: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    host = HOSTS / "x86_64-unified-ubuntu22"
+    r = Renderer(HostRoot.from_dir(host), ViewOptions(), resolver=_FakeResolver(exc))
+    with caplog.at_level(logging.WARNING):
+        assert r.render("proc/meminfo", 5) == (host / "proc/meminfo").read_bytes()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
+def test_unexpected_failure_serves_host_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    host = HOSTS / "x86_64-unified-ubuntu22"
+    r = Renderer(HostRoot.from_dir(host), ViewOptions(), resolver=_FakeResolver(RuntimeError("boom")))
+    with caplog.at_level(logging.WARNING, logger="pylxcfs.service"):
+        for _ in range(5):
+            assert r.render("proc/uptime", 321) == (host / "proc/uptime").read_bytes()
+        assert r.render("proc/swaps", 321) == (host / "proc/swaps").read_bytes()
+    msgs = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert len(msgs) == 2  # one per (view, exception type)
+    assert "proc/uptime" in msgs[0] and "321" in msgs[0] and "RuntimeError" in msgs[0] and "boom" in msgs[0]
+    assert r.fallbacks[("proc/uptime", "RuntimeError")] == 5
+
+
+def test_missing_view_module_is_host_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylxcfs import service
+    from pylxcfs.views import registry
+
+    specs = (*registry.VIEWS, registry.ViewSpec("proc/meminfo", "no_such_view_module"))
+    monkeypatch.setattr(service, "VIEWS", specs[-1:])
+    host = HOSTS / "x86_64-unified-ubuntu22"
+    r = Renderer(HostRoot.from_dir(host), ViewOptions())
+    assert r.render("proc/meminfo", 4243) == (host / "proc/meminfo").read_bytes()
+    assert not r.fallbacks
+
+
+def test_unknown_path_raises_keyerror() -> None:
+    r = Renderer(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22"), ViewOptions())
+    with pytest.raises(KeyError):
+        r.render("proc/nonexistent", 4243)
+
+
+def test_every_registry_view_renders_something_for_a_container() -> None:
+    # whatever the other areas' views do, the Renderer never raises for a known path
+    for host in sorted(p.name for p in HOSTS.iterdir()):
+        r = Renderer(HostRoot.from_dir(HOSTS / host), ViewOptions())
+        for path in r.paths():
+            assert isinstance(r.render(path, 4243), bytes)

@@ -1,0 +1,1 @@
+"""Tier-1 tests of the render core (t1_views)."""
