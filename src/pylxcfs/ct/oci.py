@@ -28,7 +28,7 @@ class HookInputError(QuietError):
 
 def valid_container_id(cid: str) -> bool:
     """True for ids safe to use as one path component (no '/', no '..', no NUL, no leading '-')."""
-    return bool(_ID_RE.match(cid)) and cid not in (".", "..")
+    return bool(_ID_RE.fullmatch(cid)) and cid not in (".", "..")
 
 
 @dataclass(frozen=True, slots=True)
