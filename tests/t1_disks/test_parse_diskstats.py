@@ -88,3 +88,13 @@ def test_this_machines_files_parse() -> None:
     assert lines and all(len(x.fields) >= 11 for x in lines)
     with open("/proc/partitions") as f:
         assert parse_partitions(f.read())
+
+
+def test_wanted_filter_skips_other_lines_unexamined() -> None:
+    text = "   7       0 loop0 garbage\n   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n"
+    (line,) = parse_diskstats(text, wanted={(8, 0)})
+    assert line.name == "sda" and line.fields[0] == 1
+    with pytest.raises(ParseError):
+        parse_diskstats(text)  # without the filter the bad line is an error
+    with pytest.raises(ParseError):
+        parse_diskstats("x 0 sda 1 2 3 4\n", wanted={(8, 0)})

@@ -30,18 +30,22 @@ def _devt(tok: str, source: str, lineno: int, line: str) -> DevT:
 def parse_blkio_rwstat(text: str, source: str) -> dict[DevT, dict[str, int]]:
     """v1 `MAJ:MIN Op value` lines -> {dev: {"Read": n, "Write": n, ...}}; the trailing `Total N` is dropped."""
     out: dict[DevT, dict[str, int]] = {}
+    cur_tok = ""
+    cur: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "Total" and len(parts) == 2:
-            continue  # the sum over devices; per-device rows carry everything we need
-        if len(parts) != 3:
+        if len(parts) == 3:
+            tok, op, val = parts
+            if tok != cur_tok:  # the kernel prints a device's rows together: parse MAJ:MIN once per device
+                cur = out.setdefault(_devt(tok, source, lineno, line), {})
+                cur_tok = tok
+            if not val.isdigit():
+                raise ParseError(source, "non-integer value", lineno, line)
+            cur[op] = int(val)
+        elif not parts or (parts[0] == "Total" and len(parts) == 2):
+            continue  # blank, or the sum over devices: per-device rows carry everything we need
+        else:
             raise ParseError(source, "expected 'MAJ:MIN Op value'", lineno, line)
-        dev = _devt(parts[0], source, lineno, line)
-        if not parts[2].isdigit():
-            raise ParseError(source, "non-integer value", lineno, line)
-        out.setdefault(dev, {})[parts[1]] = int(parts[2])
     return out
 
 

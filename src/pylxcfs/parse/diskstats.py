@@ -13,6 +13,7 @@ No I/O here; ParseError carries the source, the line number and the line.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pylxcfs.errors import ParseError
@@ -55,30 +56,40 @@ class PartitionLine:
 
 def _ints(parts: list[str], source: str, lineno: int, line: str) -> tuple[int, ...]:
     try:
-        vals = tuple(int(p) for p in parts)
+        vals = tuple(map(int, parts))
     except ValueError:
         raise ParseError(source, "non-integer field", lineno, line) from None
-    if any(v < 0 for v in vals):
+    if vals and min(vals) < 0:
         raise ParseError(source, "negative field", lineno, line)
     return vals
 
 
-def parse_diskstats(text: str, source: str = "/proc/diskstats") -> tuple[DiskstatsLine, ...]:
-    """All lines of /proc/diskstats, in file order. Accepts 4, 11, 15, 17 or more counters per line."""
+def parse_diskstats(text: str, source: str = "/proc/diskstats",
+                    wanted: Collection[DevT] | None = None) -> tuple[DiskstatsLine, ...]:
+    """Lines of /proc/diskstats, in file order. Accepts 4, 11, 15, 17 or more counters per line.
+
+    With `wanted`, only those devices' lines are converted and checked (a per-open fast path: the
+    container usually sees one or two of the host's devices); other lines are skipped unexamined.
+    """
     out: list[DiskstatsLine] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
+        if wanted is not None:
+            try:
+                if (int(parts[0]), int(parts[1])) not in wanted:
+                    continue
+            except (ValueError, IndexError):
+                raise ParseError(source, "bad major/minor", lineno, line) from None
         if len(parts) < 3 + 4:
             raise ParseError(source, "too few fields", lineno, line)
         nfields = len(parts) - 3
         if nfields not in KNOWN_FIELD_COUNTS and nfields < KNOWN_FIELD_COUNTS[-1]:
             # 5..10, 12..14, 16: no kernel ever printed these; a truncated or corrupted line.
             raise ParseError(source, f"unexpected field count {nfields}", lineno, line)
-        major, minor = _ints(parts[:2], source, lineno, line)
-        fields = _ints(parts[3:], source, lineno, line)
-        out.append(DiskstatsLine(major, minor, parts[2], fields))
+        vals = _ints(parts[:2] + parts[3:], source, lineno, line)
+        out.append(DiskstatsLine(vals[0], vals[1], parts[2], vals[2:]))
     return tuple(out)
 
 

@@ -82,5 +82,9 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
         raise CgroupUnavailable("blkio", "the container has no blkio (v1) or io (v2) cgroup")
     counters = io_counters(ctx.blkio)
     devs = cache_from_states(env.states).get(env.root, ctx.init_pid, ctx.init_start_ticks)
-    host = parse_diskstats(env.root.read_proc("diskstats").decode("ascii", "replace"))
-    return render_diskstats(host, counters, diskstats_names(devs))
+    names = diskstats_names(devs)
+    wanted = names.keys() & counters.keys()
+    if not wanted:
+        return ""  # nothing visible has statistics (e.g. no throttle rule on blk-mq): no rows, like C lxcfs
+    host = parse_diskstats(env.root.read_proc("diskstats").decode("ascii", "replace"), wanted=wanted)
+    return render_diskstats(host, counters, names)
