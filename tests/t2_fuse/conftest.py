@@ -21,6 +21,9 @@ class FakeRenderer:
     def paths(self) -> tuple[str, ...]:
         return VIEW_PATHS
 
+    def host_bytes(self, path: str) -> bytes:
+        return b"host %s\n" % path.encode()
+
     def render(self, path: str, caller_pid: int) -> bytes:
         self.calls.append((path, caller_pid))
         return b"".join(b"%s pid=%d line=%05d\n" % (path.encode(), caller_pid, i) for i in range(400))

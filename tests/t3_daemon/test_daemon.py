@@ -9,6 +9,7 @@ import errno
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,7 +54,19 @@ def test_cat_head_read_pread_stat(daemon: Daemon) -> None:
     finally:
         os.close(fd)
     st = os.stat(f)
-    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444 and st.st_size == 0
+    # st_size = the host file's length, as C lxcfs reports (the host here is the --host-root tree)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444 and st.st_size == len(MEMINFO)
+
+
+def test_busybox_cat_uses_sendfile_and_gets_everything(daemon: Daemon) -> None:
+    # busybox cat (what busybox containers run) copies with sendfile(2), which goes through the page cache and
+    # stops at st_size: with procfs's size 0 it printed nothing.
+    out = subprocess.run(["busybox", "cat", str(daemon.mnt / "proc/meminfo")], capture_output=True, text=True,
+                         check=True, timeout=20).stdout
+    assert out == MEMINFO
+    short = subprocess.run(["busybox", "cat", str(daemon.mnt / "sys/devices/system/cpu/online")],
+                           capture_output=True, text=True, check=True, timeout=20).stdout
+    assert short == "0\n"
 
 
 def test_free_parses_our_meminfo(daemon: Daemon) -> None:
@@ -152,7 +165,5 @@ def test_background_mode_returns_after_mounting(tmp_path: Path) -> None:
         for _ in range(200):
             if mountinfo_entry(mnt) is None and not pidfile.exists():
                 break
-            import time
-
             time.sleep(0.05)
         assert mountinfo_entry(mnt) is None and not pidfile.exists()

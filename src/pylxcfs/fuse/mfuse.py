@@ -52,7 +52,7 @@ class MfuseAdapter:
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
         """stat of a node: caller-independent (see ops.Node.attr)."""
         try:
-            a = self.ops.tree.resolve(path).attr
+            a = self.ops.attr_of(self.ops.tree.resolve(path))
         except FsError as e:
             raise self._err(e) from None
         now = self._now()

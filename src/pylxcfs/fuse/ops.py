@@ -42,6 +42,8 @@ class RendererLike(Protocol):
 
     def render(self, path: str, caller_pid: int) -> bytes: ...
 
+    def host_bytes(self, path: str) -> bytes: ...
+
 
 class FsError(Exception):
     """A refusal with an errno; the front-ends turn it into an error reply."""
@@ -60,12 +62,11 @@ class Node:
     is_dir: bool
     children: tuple[str, ...] = ()
 
-    @property
-    def attr(self) -> Attr:
-        """Caller-independent attributes: like procfs, files have size 0 (direct_io makes reads work)."""
+    def attr(self, size: int = 0) -> Attr:
+        """Caller-independent attributes (files: 0444 and the given size; directories: 0555)."""
         if self.is_dir:
             return Attr(self.ino, DIR_MODE, 2, 0)
-        return Attr(self.ino, FILE_MODE, 1, 0)
+        return Attr(self.ino, FILE_MODE, 1, size)
 
 
 def stable_ino(path: str) -> int:
@@ -137,13 +138,31 @@ class Operations:
         self._foreign: dict[int, bytes] = {}
 
     # -- metadata -------------------------------------------------------------------------------
+    def attr_of(self, node: Node) -> Attr:
+        """A node's attributes; independent of the caller.
+
+        A file's st_size is the length of the HOST file of the same name, as C lxcfs reports
+        (virtual-files.md §3.2), not procfs's 0: reads ignore it (direct_io), but sendfile(2) and
+        splice(2) go through the page cache, which stops at i_size; busybox `cat` (what a busybox
+        container runs) uses sendfile and read an EMPTY file with size 0. Shorter per-container
+        content is fine there (FUSE shrinks i_size on a short read); longer content is cut at the host
+        size for sendfile readers only, exactly as with lxcfs.
+        """
+        if node.is_dir:
+            return node.attr()
+        try:
+            size = len(self.renderer.host_bytes(node.path))
+        except OSError:
+            size = 0
+        return node.attr(size)
+
     def lookup(self, parent: int, name: str) -> Attr:
         """The attributes of `name` in directory `parent`."""
-        return self.tree.child(parent, name).attr
+        return self.attr_of(self.tree.child(parent, name))
 
     def getattr(self, ino: int) -> Attr:
         """Attributes of `ino`; independent of the caller."""
-        return self.tree.node(ino).attr
+        return self.attr_of(self.tree.node(ino))
 
     def access(self, ino: int, mask: int) -> None:
         """access(2) semantics of lxcfs: read/execute allowed, write refused (EACCES)."""
