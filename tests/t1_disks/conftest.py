@@ -9,7 +9,7 @@ from pylxcfs.hostfs import HostRoot
 
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures" / "disks"
-GOLDEN = TESTS / "golden"
+GOLDEN = TESTS / "golden" / "disks"  # tests/golden/disks/<host>/{diskstats,partitions}.txt
 
 # host id -> (container init pid, blkio/io cgroup relative to the cgroup root, v2)
 HOSTS: dict[str, tuple[int, str, bool]] = {
