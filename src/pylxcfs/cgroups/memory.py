@@ -158,6 +158,12 @@ def memory_stat(cg: CgroupDir) -> MemoryStat:
     """The memory.stat values views use (bytes). Missing keys are 0 (older kernels lack some)."""
     path = f"{cg.path}/memory.stat"
     text = _required(path).decode()
+    if not cg.v2:
+        # v1 prints the cgroup-local keys first, then hierarchical_*_limit and the total_* keys we use
+        # (memcg1_stat_format): skip the first half.
+        start = text.find("hierarchical_memory_limit ")
+        if start > 0:
+            text = text[start:]
     try:
         # dict(map(str.split, ...)) runs in C: a Python loop over v1's ~80 lines cost ~10 us per open.
         raw: dict[str, str] = dict(map(str.split, text.splitlines()))
