@@ -68,3 +68,25 @@ def test_root_disk_named_sda_even_with_its_own_node() -> None:
     devs = ContainerDevices(nodes={(254, 0): "vda", (7, 0): "xvdb"}, root_dev=(254, 2), root_disk=(254, 0))
     assert diskstats_names(devs) == {(254, 0): "sda", (7, 0): "xvdb"}
     assert partitions.partitions_names(devs) == {(254, 0): "vda", (254, 2): "sda", (7, 0): "xvdb"}
+
+
+CALLERS = {"x86_64-legacy-centos7": 4243, "x86_64-hybrid-debian12-disks": 31338, "x86_64-unified-ubuntu20": 778}
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_through_renderer_and_resolver(host: str) -> None:
+    # The production path: core's Resolver finds the caller's init and its blkio/io cgroup from the tree's
+    # /proc/<pid>/{status,cgroup} and self/mountinfo, then the Renderer calls our produce().
+    from pylxcfs.service import Renderer
+
+    root = fixture_root(host)
+    r = Renderer(root, ViewOptions())
+    try:
+        for view in ("diskstats", "partitions"):
+            got = r.render(f"proc/{view}", CALLERS[host]).decode()
+            assert got == (GOLDEN / host / f"{view}.txt").read_text(), view
+            # A host caller (single-level NSpid) reads the host's own file.
+            assert r.render(f"proc/{view}", 100) == r.host_bytes(f"proc/{view}")
+        assert not r.fallbacks
+    finally:
+        r.close()
