@@ -82,8 +82,7 @@ def _view(podman: eng.Podman, cid: str) -> eng.InsideView:
 def test_hooksd_view_then_umount_remount(
     podman: eng.Podman, toolkit: Toolkit, hook_annotations: list[str], served_files: list[str]
 ) -> None:
-    name = f"pylxcfs-eng-{os.getpid()}-p1"
-    cid = podman.run_detached("--name", name, "--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
+    cid = podman.run_detached("--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
     # The hook mounted the view before the user process started.
     eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
 
@@ -91,10 +90,23 @@ def test_hooksd_view_then_umount_remount(
     toolkit("umount", "--container-id", cid[:12], extra_env=podman.env)
     eng.assert_host_view(_view(podman, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
 
-    # remount by name -> back; remount by full id -> still one mount per file.
-    toolkit("remount", "--container-id", name, extra_env=podman.env)
-    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    # remount by full id -> back; again by prefix -> still exactly one mount per file (no stacking).
     toolkit("remount", "--container-id", cid, extra_env=podman.env)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    toolkit("remount", "--container-id", cid[:12], extra_env=podman.env)
+    eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+
+
+def test_remount_and_umount_by_podman_name(
+    podman: eng.Podman, toolkit: Toolkit, hook_annotations: list[str], served_files: list[str]
+) -> None:
+    """--container-id NAME: podman's name lives only in conmon's argv (`-n NAME`), podman's containers.json and
+    `podman ps` (measured: not in annotations, runc state or env), so discovery must look there."""
+    name = f"pylxcfs-eng-{os.getpid()}-named"
+    cid = podman.run_detached("--name", name, "--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
+    toolkit("umount", "--container-id", name, extra_env=podman.env)
+    eng.assert_host_view(_view(podman, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+    toolkit("remount", "--container-id", name, extra_env=podman.env)
     eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
 
 
