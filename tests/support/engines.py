@@ -433,6 +433,7 @@ class Dockerd(_Harness):
         self.env["DOCKER_HOST"] = f"unix://{self.sock}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.containerd_pid: int | None = None
+        self.created: list[str] = []
 
     @property
     def runc_state_root(self) -> Path:
@@ -478,7 +479,9 @@ class Dockerd(_Harness):
 
     def run_detached(self, *args: str, image: str = IMAGE_REF, cmd: Sequence[str] = ("sleep", "1000")) -> str:
         out = self("run", "-d", "--network", "none", *args, image, *cmd).stdout
-        return out.strip().splitlines()[-1]
+        cid = out.strip().splitlines()[-1]
+        self.created.append(cid)
+        return cid
 
     def exec(self, cid: str, *cmd: str, check: bool = True) -> str:
         return self("exec", cid, *cmd, check=check).stdout
@@ -747,6 +750,17 @@ VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 TOOLKIT = VENV_BIN / "isulad-lxcfs-toolkit"
 HOOK = VENV_BIN / "lxcfs-hook"
 GiB = 1 << 30
+
+
+# pylxcfs.toolkit.registry.DEFAULT_REGISTRY_DIR: hooks run by an engine get no test env, so they register there.
+HOOK_REGISTRY = Path("/run/pylxcfs/containers")
+
+
+def forget_registered(ids: Sequence[str]) -> None:
+    """Remove the hook-registry records of OUR containers (never anyone else's)."""
+    for cid in ids:
+        if "/" not in cid and cid not in ("", ".", ".."):
+            (HOOK_REGISTRY / f"{cid}.json").unlink(missing_ok=True)
 
 
 def _fail(msg: str) -> NoReturn:

@@ -44,6 +44,7 @@ def docker(
         yield dockerd
     finally:
         dockerd.close()
+        eng.forget_registered(dockerd.created)  # records the lxcfs-runc wrapper's hook wrote
 
 
 def _view(docker: eng.Dockerd, cid: str) -> eng.InsideView:

@@ -36,6 +36,9 @@ def podman(
         yield engine
     finally:
         engine.close()
+        # The hooks.d hook registers each container in the default registry (install-hook has no way to pass
+        # --registry-dir into the hook's args); drop the records of OUR containers only.
+        eng.forget_registered(engine.created)
 
 
 def _regex_literal(pattern: str) -> str:
