@@ -41,7 +41,7 @@ class CpuSelection:
 
     visible: tuple[int, ...]
     shown: int
-    view_mode: bool  # --enable-cfs: numbering is virtual (0..shown-1) everywhere, online included
+    view_mode: bool  # --enable-cfs: `shown` may be capped by the CFS quota
 
     @property
     def shown_cpus(self) -> tuple[int, ...]:

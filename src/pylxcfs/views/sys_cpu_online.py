@@ -3,11 +3,12 @@
 Role: one virtual file (registry "sys/devices/system/cpu/online"). glibc's get_nprocs() (sysconf
 _SC_NPROCESSORS_ONLN), hence nproc-less tools, JVMs and Go runtimes sizing thread pools, read this file.
 
-Rules (virtual-files.md §6.5, lxcfs behaviour):
-- default: the container's physical CPU list (cpuset ∩ host online), e.g. "1" for cpuset 1. Not renumbered,
-  so it matches sched_getaffinity() and the (unfiltered) cpuN directories next to it;
-- --enable-cfs ("view mode"): "0-<n-1>" (or "0") with n = the shown CPU count, matching the renumbered
-  cpuinfo and stat views.
+Rule: "0-<n-1>" (or "0") where n is the number of CPUs the container is shown (cpuset ∩ host online; with
+--enable-cfs capped at ceil(quota/period)). Renumbered like the cpuinfo "processor" lines and the /proc/stat
+cpuN rows, so top/mpstat (which name CPUs after the stat rows) and lscpu (which names them after this file)
+agree on one numbering. This differs from lxcfs outside --enable-cfs, which prints the raw cpuset string
+("1" for cpuset 1, virtual-files.md §6.5) while renumbering cpuinfo: its three views disagree. The physical
+numbers stay visible through sched_getaffinity (taskset, nproc) and the unfiltered cpuN directories.
 On any failure the renderer serves the host file.
 """
 
@@ -24,9 +25,7 @@ _ONLINE = "devices/system/cpu/online"
 
 def render_online(sel: CpuSelection) -> str:
     """The file text for a selection. Pure."""
-    if sel.view_mode:
-        return format_cpuset(range(sel.shown)) + "\n"
-    return format_cpuset(sel.visible) + "\n"
+    return format_cpuset(range(sel.shown)) + "\n"
 
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
