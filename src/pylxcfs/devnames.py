@@ -104,6 +104,8 @@ def _scan_dev(root: HostRoot, pid: int) -> dict[DevT, str]:
             for entry in it:
                 if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
                     continue
+                if not _printable_name(entry.name):
+                    continue  # a name with whitespace or control characters would break the line format
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -121,6 +123,11 @@ def _scan_dev(root: HostRoot, pid: int) -> dict[DevT, str]:
     finally:
         os.close(devfd)
     return nodes
+
+
+def _printable_name(name: str) -> bool:
+    """True for names that fit a whitespace-separated /proc line (what the kernel's device names are)."""
+    return name.isprintable() and not any(c.isspace() for c in name)
 
 
 def _fixture_node(devfd: int, name: str) -> DevT | None:

@@ -35,6 +35,8 @@ def test_block_nodes_named_as_in_container(tmp_path: Path) -> None:
     os.mknod(dev / "xvdb", 0o600 | 0o060000, os.makedev(7, 200))
     os.mknod(dev / "aaa-same", 0o600 | 0o060000, os.makedev(7, 200))  # second name: alphabetically first wins
     os.mknod(dev / "null", 0o666 | 0o020000, os.makedev(1, 3))  # char device: not a disk
+    os.mknod(dev / "evil\n 7 0 x", 0o600 | 0o060000, os.makedev(7, 203))  # would inject a diskstats line
+    os.mknod(dev / "sp ace", 0o600 | 0o060000, os.makedev(7, 204))
     (dev / "regular").write_text("block 7:201\n")  # fixture convention: NOT honoured on real procfs
     os.symlink("/dev/vda", dev / "vda")  # symlink to a host node: skipped (lstat semantics)
     (dev / "mapper").mkdir()
