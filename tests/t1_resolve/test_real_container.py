@@ -213,3 +213,19 @@ def test_v1_memsw_becomes_swap_only(tree: CgroupTree) -> None:
     snap = memory.snapshot(cgd, want_swap=True)
     assert snap.limit_bytes == 256 * MiB
     assert snap.swap is not None and snap.swap.limit_bytes == 128 * MiB
+
+
+def test_exited_caller_gets_the_host_file(tree: CgroupTree) -> None:
+    cg = tree.child("gone", memory_limit=96 * MiB)
+    c = start_container(cg)
+    r = Renderer(HostRoot(), ViewOptions())
+    member = c.member
+    assert _kv(r.render("proc/meminfo", member))["MemTotal"] == 96 * 1024
+    c.stop()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{member}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out = r.render("proc/meminfo", member).decode()
+    with open("/proc/meminfo") as f:
+        assert out.splitlines()[0] == f.readline().rstrip("\n")  # the host's MemTotal
+    assert r.fallbacks.get(("proc/meminfo", "ProcessGone")) == 1
