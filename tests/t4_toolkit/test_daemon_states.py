@@ -70,6 +70,9 @@ def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon)
                              lxcfs_dir=d)
         assert rc == 0, out
         assert el < 30, f"umount --all took {el:.1f}s"
+        rc, out, el = _timed(tenv, "prestart on SIGSTOPped daemon", "prestart", lxcfs_dir=d)
+        assert rc == 0 and "leaving it alone" in out, out
+        assert el < CHECK_TIMEOUT + 5
         assert _lxcfs_overlays(ct) == []
         # The container reads host values again, with the daemon still stopped.
         assert meminfo_total_kib(ct.read("/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
