@@ -56,3 +56,11 @@ def test_swaps_never_negative_nor_above_host(limit: int | None, usage: int, host
 def test_uptime_never_negative_and_idle_at_most_age(host_up: float, start: int, busy: float) -> None:
     age, idle = (float(x) for x in render_uptime(host_up, start, busy, clk_tck=100).split())
     assert age >= 0.0 and 0.0 <= idle <= age
+
+
+def test_host_swap_total_is_the_sum_of_devices() -> None:
+    from pylxcfs.views.swaps import host_swap_kib
+
+    text = HDR + "\n/dev/sda3 partition\t2097148\t\t0\t\t-2\n/swapfile file\t\t1048572\t\t0\t\t-3\n"
+    assert host_swap_kib(text) == 3145720
+    assert host_swap_kib(HDR + "\n") == 0

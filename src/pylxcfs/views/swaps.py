@@ -10,7 +10,6 @@ from __future__ import annotations
 from pylxcfs.cgroups import memory
 from pylxcfs.context import ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.parse.meminfo import parse_meminfo
 from pylxcfs.views.meminfo import swap_kib
 
 
@@ -27,11 +26,23 @@ def render_swaps(header: str, host_swap_kib: int, mem: memory.MemorySnapshot, op
     return out
 
 
+def host_swap_kib(swaps_text: str) -> int:
+    """Total host swap in kB: the sum of the Size column of the host's /proc/swaps (= meminfo SwapTotal)."""
+    total = 0
+    for line in swaps_text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2].isdigit():
+            total += int(parts[2])
+    return total
+
+
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """View entry point (context.py contract)."""
     if ctx.memory is None:
         raise CgroupUnavailable("memory", "no memory cgroup for the container")
-    header = env.root.read_proc("swaps").decode().split("\n", 1)[0]
-    host_swap = parse_meminfo(env.root.read_proc("meminfo").decode()).value_kib("SwapTotal") or 0
-    want_swap = not env.opts.disable_swap and host_swap > 0
-    return render_swaps(header, host_swap, memory.snapshot(ctx.memory, want_swap), env.opts)
+    text = env.root.read_proc("swaps").decode()
+    header = text.split("\n", 1)[0]
+    host_swap = host_swap_kib(text)
+    if env.opts.disable_swap or host_swap <= 0:
+        return header + "\n"  # nothing to show whatever the cgroup says: skip the cgroup reads
+    return render_swaps(header, host_swap, memory.snapshot(ctx.memory, want_swap=True), env.opts)
