@@ -45,26 +45,41 @@ def _positive(v: str) -> float:
     return f
 
 
+_GLOBAL_DEFAULTS: dict[str, Any] = {
+    "lxcfs_dir": os.environ.get("PYLXCFS_LXCFS_DIR", DEFAULT_LXCFS_DIR), "log": None, "log_level": "info",
+    "json": False, "registry_dir": None, "state_root": None, "no_procscan": False}
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--lxcfs-dir", default=default,
+                   help=f"where the daemon is mounted (default {DEFAULT_LXCFS_DIR}; env PYLXCFS_LXCFS_DIR)")
+    p.add_argument("--log", default=default, help="append log lines to FILE (created 0600) instead of stderr")
+    p.add_argument("--log-level", default=default, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--json", action="store_true", default=default, help="print results as JSON on stdout")
+    p.add_argument("--registry-dir", default=default,
+                   help=f"hook registry (env PYLXCFS_REGISTRY_DIR, default {registry.DEFAULT_REGISTRY_DIR})")
+    p.add_argument("--state-root", action="append", metavar="KIND:DIR", default=default,
+                   help="runtime state root to scan, KIND runc|crun (repeatable; env PYLXCFS_STATE_ROOTS; "
+                        "replaces the defaults)")
+    p.add_argument("--no-procscan", action="store_true", default=default,
+                   help="do not scan /proc for pid-namespace inits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="isulad-lxcfs-toolkit", description="Mount pylxcfs/lxcfs views into running containers.",
                 epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--version", action="version", version=f"lxcfs-tools version {__version__}")
-    p.add_argument("--lxcfs-dir", default=os.environ.get("PYLXCFS_LXCFS_DIR", DEFAULT_LXCFS_DIR),
-                   help="where the daemon is mounted (default %(default)s)")
-    p.add_argument("--log", help="append log lines to FILE (created 0600) instead of stderr")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
-    p.add_argument("--registry-dir", help=f"hook registry (env PYLXCFS_REGISTRY_DIR, default "
-                                          f"{registry.DEFAULT_REGISTRY_DIR})")
-    p.add_argument("--state-root", action="append", metavar="KIND:DIR",
-                   help="runtime state root to scan, KIND runc|crun (repeatable; env PYLXCFS_STATE_ROOTS; "
-                        "replaces the defaults)")
-    p.add_argument("--no-procscan", action="store_true", help="do not scan /proc for pid-namespace inits")
+    _global_options(p, argparse.SUPPRESS)
+    for a in p._actions:  # real defaults live on the main parser only
+        if a.dest in _GLOBAL_DEFAULTS:
+            a.default = _GLOBAL_DEFAULTS[a.dest]
+    common = _Parser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)  # global options are accepted after the command too
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, text in (("remount", "put the daemon's files over /proc/* in running containers"),
                        ("umount", "remove every lxcfs mount from containers' /proc and /sys (no daemon needed)")):
-        s = sub.add_parser(name, help=text, description=text)
+        s = sub.add_parser(name, help=text, description=text, parents=[common])
         s.add_argument("-a", "--all", action="store_true", help="containers set up for lxcfs (hook registry or "
                                                                 "lxcfs mounts, live or stale)")
         s.add_argument("-c", "--container-id", help="exact id, unique id prefix, or name")
@@ -74,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--timeout", type=_positive, default=10.0, help="deadline per container, s (default 10)")
         s.add_argument("--parallel", type=int, default=4, help="containers in flight (default 4)")
         s.add_argument("--dry-run", action="store_true", help="print what would be done")
-    c = sub.add_parser("check-lxcfs", help="exit 0 if the daemon serves; 1 absent, 4 hung, 5 dead")
+    c = sub.add_parser("check-lxcfs", parents=[common],
+                       help="exit 0 if the daemon serves; 1 absent, 4 hung, 5 dead")
     c.add_argument("--timeout", type=_positive, default=2.0, help="probe deadline, s (default 2)")
     c.add_argument("--wait", type=float, default=0.0, help="keep probing up to this many s until serving")
-    sub.add_parser("prestart", help="prepare the lxcfs dir on the host (own mount point, shared for rslave "
-                                    "containers); never touches a live daemon")
-    i = sub.add_parser("install-hook", help="write an iSulad hookspec, a hooks.d file or a runc hooks snippet")
+    sub.add_parser("prestart", parents=[common],
+                   help="prepare the lxcfs dir on the host (own mount point, shared for rslave containers); "
+                        "never touches a live daemon")
+    i = sub.add_parser("install-hook", parents=[common],
+                       help="write an iSulad hookspec, a hooks.d file or a runc hooks snippet")
     i.add_argument("--format", required=True, choices=["isulad", "hooksd", "runc"])
     i.add_argument("--dest", help="write here (atomically) instead of stdout")
     i.add_argument("--hook-path", help="absolute path of lxcfs-hook (default: next to this program)")
@@ -195,7 +213,9 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
     if not os.path.isabs(hook_path):
         raise QuietError(f"--hook-path must be absolute: {hook_path!r}", 1)
     lxcfs_dir = None if args.lxcfs_dir == DEFAULT_LXCFS_DIR else args.lxcfs_dir
-    obj = install.render(args.format, hook_path, args.hook_log or None, lxcfs_dir, args.always)
+    # Only an explicit --registry-dir is passed on (the env var is the caller's, not the engine's).
+    obj = install.render(args.format, hook_path, args.hook_log or None, lxcfs_dir, args.always,
+                         registry_dir=args.registry_dir)
     text = json.dumps(obj, indent=2) + "\n"
     if args.dest:
         install.write_atomic(args.dest, text, 0o640 if args.format == "isulad" else 0o644)

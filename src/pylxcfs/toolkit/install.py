@@ -23,7 +23,8 @@ def hook_binary() -> str:
     return os.path.abspath(found) if found else "/usr/local/bin/lxcfs-hook"
 
 
-def hook_args(stage: str | None, log_file: str | None, lxcfs_dir: str | None) -> list[str]:
+def hook_args(stage: str | None, log_file: str | None, lxcfs_dir: str | None,
+              registry_dir: str | None = None) -> list[str]:
     args = ["lxcfs-hook"]
     if stage:
         args += ["--stage", stage]
@@ -31,23 +32,27 @@ def hook_args(stage: str | None, log_file: str | None, lxcfs_dir: str | None) ->
         args += ["--log", log_file]
     if lxcfs_dir:
         args += ["--lxcfs-dir", lxcfs_dir]
+    if registry_dir:
+        args += ["--registry-dir", registry_dir]
     return args
 
 
 def render(fmt: str, hook_path: str, log_file: str | None, lxcfs_dir: str | None, always: bool = False,
-           timeout_s: int = 10) -> dict[str, Any]:
+           timeout_s: int = 10, registry_dir: str | None = None) -> dict[str, Any]:
     if fmt == "isulad":
         # iSulad offers prestart/poststart/poststop only; prestart runs in the runtime's namespaces with the host pid.
-        entry = {"path": hook_path, "args": hook_args(None, log_file, lxcfs_dir), "env": [], "timeout": timeout_s}
+        entry = {"path": hook_path, "args": hook_args(None, log_file, lxcfs_dir, registry_dir), "env": [],
+                 "timeout": timeout_s}
         return {"prestart": [entry], "poststart": [], "poststop": []}
     if fmt == "hooksd":
         when: dict[str, Any] = {"always": True} if always else {"annotations": {DEFAULT_ANNOTATION: "^(1|true)$"}}
         return {"version": "1.0.0",
-                "hook": {"path": hook_path, "args": hook_args("createRuntime", log_file, lxcfs_dir),
+                "hook": {"path": hook_path, "args": hook_args("createRuntime", log_file, lxcfs_dir, registry_dir),
                          "timeout": timeout_s},
                 "when": when, "stages": ["createRuntime"]}
     if fmt == "runc":
-        entry = {"path": hook_path, "args": hook_args("createRuntime", log_file, lxcfs_dir), "timeout": timeout_s}
+        entry = {"path": hook_path, "args": hook_args("createRuntime", log_file, lxcfs_dir, registry_dir),
+                 "timeout": timeout_s}
         return {"hooks": {"createRuntime": [entry]}}
     raise ValueError(f"unknown format {fmt!r} (isulad, hooksd, runc)")
 
