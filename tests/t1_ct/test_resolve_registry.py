@@ -93,3 +93,12 @@ def test_install_render() -> None:
     assert install.render("runc", "/h", None, None)["hooks"]["createRuntime"][0]["path"] == "/h"
     with pytest.raises(ValueError):
         install.render("docker", "/h", None, None)
+
+
+def test_contrib_samples_match_install_hook() -> None:
+    """contrib/hooks/* are exactly what install-hook renders for /usr/local/bin/lxcfs-hook."""
+    contrib = Path(__file__).resolve().parents[2] / "contrib" / "hooks"
+    for fmt, name in (("isulad", "isulad-hookspec.json"), ("hooksd", "hooks.d/pylxcfs.json"),
+                      ("runc", "runc-config-snippet.json")):
+        rendered = install.render(fmt, "/usr/local/bin/lxcfs-hook", install.DEFAULT_HOOK_LOG, None)
+        assert json.loads((contrib / name).read_text()) == rendered, name
