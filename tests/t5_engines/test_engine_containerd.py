@@ -50,7 +50,8 @@ def test_remount_into_ctr_container(
 
     eng.assert_host_view(view(), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
 
-    toolkit("remount", "--container-id", cid)
+    # --no-procscan: the container must be found through containerd's runc state root, not the /proc fallback.
+    toolkit("remount", "--container-id", cid, "--no-procscan")
     eng.assert_virtualized(view(), memory_bytes=GiB, cpus=1, served=served_files)
 
     toolkit("remount", "--container-id", cid)  # twice: no stacking

@@ -69,6 +69,20 @@ def test_remount_into_container_started_without_lxcfs(
     eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
 
 
+def test_discovery_through_dockers_runc_state_root(
+    docker: eng.Dockerd, toolkit: Toolkit, served_files: list[str]
+) -> None:
+    """With the state root given and the /proc scan off, docker's runc state (<exec-root>/runtime-runc/moby, the
+    /run/docker/runtime-runc/moby of a default install) is enough to find the container."""
+    cid = docker.run_detached("--memory", "1g", "--cpuset-cpus", "0")
+    root = docker.runc_state_root
+    assert (root / cid / "state.json").is_file(), f"docker's runc state is not where measured: {root}"
+    toolkit("remount", "--container-id", cid[:12], "--state-root", f"runc:{root}", "--no-procscan")
+    eng.assert_virtualized(_view(docker, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    toolkit("umount", "--container-id", cid, "--state-root", f"runc:{root}", "--no-procscan")
+    eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+
+
 def test_seed_usage_example_on_docker(docker: eng.Dockerd, toolkit: Toolkit, served_files: list[str]) -> None:
     """The seed's walkthrough: view mounted, then `update --cpuset-cpus 0-1 --memory 1G` -> free -m 1024, both
     CPUs in cpuinfo, and `mount | grep lxcfs` lists the seed's files."""
