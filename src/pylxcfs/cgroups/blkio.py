@@ -23,11 +23,12 @@ v2 `io.stat` is hierarchical and has bytes and I/O counts for read, write and di
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pylxcfs.context import CgroupDir
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.hostfs import read_text
+from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.blkio import parse_blkio_rwstat, parse_io_stat
 from pylxcfs.parse.diskstats import DevT
 
@@ -73,10 +74,13 @@ _V1_FAMILIES: tuple[tuple[str, str, str, str, str, str, str], ...] = (
 )
 
 
-def _read_optional(path: str) -> str | None:
+Reader = Callable[[str], bytes]  # hostfs.read_bytes, or fdcache.FdCache.read on a live host
+
+
+def _read_optional(path: str, read: Reader) -> str | None:
     """File text, or None when the file does not exist (an optional statistic)."""
     try:
-        return read_text(path)
+        return read(path).decode("ascii", "replace")
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -85,11 +89,12 @@ def _read_optional(path: str) -> str | None:
         raise CgroupUnavailable(path, f"unreadable: {e.strerror}") from e
 
 
-def _v1_family(cg: CgroupDir, fam: tuple[str, str, str, str, str, str, str]) -> dict[DevT, IoCounters] | None:
+def _v1_family(cg: CgroupDir, fam: tuple[str, str, str, str, str, str, str],
+               read: Reader) -> dict[DevT, IoCounters] | None:
     _family, prefix, serviced_f, bytes_f, merged_f, svctime_f, wait_f = fam
     base = cg.path.rstrip("/")
     serviced_p = f"{base}/{prefix}{serviced_f}"
-    serviced_t = _read_optional(serviced_p)
+    serviced_t = _read_optional(serviced_p, read)
     if serviced_t is None:
         return None
     serviced = parse_blkio_rwstat(serviced_t, serviced_p)
@@ -98,7 +103,7 @@ def _v1_family(cg: CgroupDir, fam: tuple[str, str, str, str, str, str, str]) -> 
         # and throttle on blk-mq), so its other files are not worth reading (each read costs ~15 us).
         return {}
     bytes_p = f"{base}/{prefix}{bytes_f}"
-    bytes_t = _read_optional(bytes_p)
+    bytes_t = _read_optional(bytes_p, read)
     if bytes_t is None:
         return None
     nbytes = parse_blkio_rwstat(bytes_t, bytes_p)
@@ -108,7 +113,7 @@ def _v1_family(cg: CgroupDir, fam: tuple[str, str, str, str, str, str, str]) -> 
         if not f:
             return empty
         p = f"{base}/{prefix}{f}"
-        t = _read_optional(p)
+        t = _read_optional(p, read)
         return parse_blkio_rwstat(t, p) if t is not None else empty
 
     merged, svctime, wait = opt(merged_f), opt(svctime_f), opt(wait_f)
@@ -129,14 +134,14 @@ def _v1_family(cg: CgroupDir, fam: tuple[str, str, str, str, str, str, str]) -> 
     return out
 
 
-def _v1_counters(cg: CgroupDir) -> dict[DevT, IoCounters]:
+def _v1_counters(cg: CgroupDir, read: Reader) -> dict[DevT, IoCounters]:
     found_any = False
     best: dict[DevT, IoCounters] = {}
     done_throttle = False
     for fam in _V1_FAMILIES:
         if fam[0] == "throttle" and done_throttle:
             continue  # the flat throttle files are only a fallback for kernels without the recursive ones
-        got = _v1_family(cg, fam)
+        got = _v1_family(cg, fam, read)
         if got is None:
             continue
         found_any = True
@@ -151,9 +156,9 @@ def _v1_counters(cg: CgroupDir) -> dict[DevT, IoCounters]:
     return best
 
 
-def _v2_counters(cg: CgroupDir) -> dict[DevT, IoCounters]:
+def _v2_counters(cg: CgroupDir, read: Reader) -> dict[DevT, IoCounters]:
     path = f"{cg.path.rstrip('/')}/io.stat"
-    text = _read_optional(path)
+    text = _read_optional(path, read)
     if text is None:
         # io.stat exists in every non-root cgroup once the io controller is enabled for it
         # (cgroup-v2.rst: "io.stat ... present on non-root cgroups"); absent = not enabled.
@@ -169,6 +174,6 @@ def _v2_counters(cg: CgroupDir) -> dict[DevT, IoCounters]:
     return out
 
 
-def io_counters(cg: CgroupDir) -> dict[DevT, IoCounters]:
+def io_counters(cg: CgroupDir, read: Reader = read_bytes) -> dict[DevT, IoCounters]:
     """Per-device I/O counters of the cgroup. Raises CgroupUnavailable when it has no statistics files."""
-    return _v2_counters(cg) if cg.v2 else _v1_counters(cg)
+    return _v2_counters(cg, read) if cg.v2 else _v1_counters(cg, read)

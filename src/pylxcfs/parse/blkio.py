@@ -16,6 +16,8 @@ with optional extra keys (iocost "cost.*", iolatency "use_delay=", debug keys) t
 
 from __future__ import annotations
 
+import re
+
 from pylxcfs.errors import ParseError
 from pylxcfs.parse.diskstats import DevT
 
@@ -27,8 +29,33 @@ def _devt(tok: str, source: str, lineno: int, line: str) -> DevT:
     return (int(major), int(minor))
 
 
+_RWSTAT_ROW = re.compile(r"^(\d+:\d+) (\S+) (\d+)$", re.MULTILINE)
+_RWSTAT_TOTAL = re.compile(r"^Total \d+$", re.MULTILINE)
+
+
 def parse_blkio_rwstat(text: str, source: str) -> dict[DevT, dict[str, int]]:
     """v1 `MAJ:MIN Op value` lines -> {dev: {"Read": n, "Write": n, ...}}; the trailing `Total N` is dropped."""
+    # Fast path (this runs on every open of diskstats): one regex pass; it is exact when every non-blank
+    # line is a row or the Total line, which the count check proves. Otherwise the strict loop below
+    # finds and reports the offending line.
+    rows = _RWSTAT_ROW.findall(text)
+    lines = text.splitlines()
+    if len(rows) + len(_RWSTAT_TOTAL.findall(text)) == len(lines) - lines.count(""):
+        by_tok: dict[str, dict[str, int]] = {}
+        for tok, op, val in rows:
+            d = by_tok.get(tok)
+            if d is None:
+                d = by_tok[tok] = {}
+            d[op] = int(val)
+        fast: dict[DevT, dict[str, int]] = {}
+        for tok, d in by_tok.items():
+            major, _, minor = tok.partition(":")
+            fast[(int(major), int(minor))] = d
+        return fast
+    return _parse_blkio_rwstat_strict(text, source)
+
+
+def _parse_blkio_rwstat_strict(text: str, source: str) -> dict[DevT, dict[str, int]]:
     out: dict[DevT, dict[str, int]] = {}
     cur_tok = ""
     cur: dict[str, int] = {}

@@ -27,15 +27,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pylxcfs.cgroups.blkio import IoCounters, io_counters
+from pylxcfs.cgroups.blkio import IoCounters, Reader, io_counters
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.devnames import ContainerDevices, cache_from_states
 from pylxcfs.errors import CgroupUnavailable
+from pylxcfs.fdcache import FdCache
+from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.diskstats import DevT, DiskstatsLine, parse_diskstats
 
 ROOT_NAME = "sda"
 SECTOR_BYTES = 512  # /proc/diskstats sectors are always 512 bytes (iostats.rst), whatever the device
 NS_PER_MS = 1_000_000
+
+
+FD_STATE_KEY = "disks.fd"  # ViewEnv.states entry: cached descriptors shared by the diskstats and partitions views
+
+
+def reader(env: ViewEnv) -> Reader:
+    """Cached descriptors (pread at 0 regenerates a seq_file: fdcache.py) on a live host; plain reads on a
+    fixture tree, whose regular files could be replaced under a kept descriptor."""
+    if not env.root.is_real_procfs:
+        return read_bytes
+    cache = env.states.get(FD_STATE_KEY)
+    if not isinstance(cache, FdCache):
+        cache = FdCache(max_fds=256)
+        env.states[FD_STATE_KEY] = cache
+    return cache.read
 
 
 def diskstats_names(devs: ContainerDevices) -> dict[DevT, str]:
@@ -80,11 +97,12 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """Gather (cgroup counters, container devices, host diskstats) and render."""
     if ctx.blkio is None:
         raise CgroupUnavailable("blkio", "the container has no blkio (v1) or io (v2) cgroup")
-    counters = io_counters(ctx.blkio)
     devs = cache_from_states(env.states).get(env.root, ctx.init_pid, ctx.init_start_ticks)
     names = diskstats_names(devs)
+    read = reader(env)
+    counters = io_counters(ctx.blkio, read)  # read even when nothing is visible: a broken cgroup still falls back
     wanted = names.keys() & counters.keys()
     if not wanted:
         return ""  # nothing visible has statistics (e.g. no throttle rule on blk-mq): no rows, like C lxcfs
-    host = parse_diskstats(env.root.read_proc("diskstats").decode("ascii", "replace"), wanted=wanted)
+    host = parse_diskstats(read(env.root.proc_path("diskstats")).decode("ascii", "replace"), wanted=wanted)
     return render_diskstats(host, counters, names)

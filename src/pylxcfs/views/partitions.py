@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.devnames import ContainerDevices, cache_from_states
 from pylxcfs.parse.diskstats import DevT, PartitionLine, parse_partitions
+from pylxcfs.views.diskstats import reader
 
 ROOT_NAME = "sda"
 HEADER = "major minor  #blocks  name\n\n"
@@ -38,5 +39,5 @@ def render_partitions(host: Sequence[PartitionLine], names: Mapping[DevT, str]) 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """Gather (container devices, host partitions) and render."""
     devs = cache_from_states(env.states).get(env.root, ctx.init_pid, ctx.init_start_ticks)
-    host = parse_partitions(env.root.read_proc("partitions").decode("ascii", "replace"))
+    host = parse_partitions(reader(env)(env.root.proc_path("partitions")).decode("ascii", "replace"))
     return render_partitions(host, partitions_names(devs))
