@@ -167,3 +167,32 @@ def test_background_mode_returns_after_mounting(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert mountinfo_entry(mnt) is None and not pidfile.exists()
+
+
+def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(sock_path))
+    srv.settimeout(15)
+    mnt, pidfile = tmp_path / "n", tmp_path / "n.pid"
+    proc = subprocess.Popen([str(PYLXCFS), "-f", "--pidfile", str(pidfile), "--host-root",
+                             str(make_fixture_root(tmp_path)), str(mnt)],
+                            env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        msg = srv.recv(4096).decode()
+        assert "READY=1" in msg and f"MAINPID={proc.pid}" in msg
+        assert (mnt / "proc/meminfo").read_text() == MEMINFO  # ready means serving
+        os.kill(proc.pid, 1)  # SIGHUP: a reload says RELOADING=1 then READY=1
+        assert "RELOADING=1" in srv.recv(4096).decode()
+        assert "READY=1" in srv.recv(4096).decode()
+        proc.send_signal(15)
+        assert "STOPPING=1" in srv.recv(4096).decode()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        while mountinfo_entry(mnt) is not None:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        srv.close()

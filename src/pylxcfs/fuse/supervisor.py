@@ -226,9 +226,10 @@ class Supervisor:
             if old is not None:
                 self._retire(old)
         if first and self.on_ready is not None:
-            self.on_ready()
+            self.on_ready()  # the CLI reports readiness (sd_notify READY=1 with MAINPID, the waiting parent)
             self.on_ready = None
-        self.notify("READY=1\nSTATUS=serving")
+        else:
+            self.notify("READY=1\nSTATUS=serving")  # after a reload or a respawn
 
     def _reap(self) -> None:
         for w in list(self.workers.values()):
