@@ -11,7 +11,8 @@ Deliberate choices (documented divergences from LXCFS 5.0/7.0):
 - SwapTotal is the swap-ONLY limit capped at the host's SwapTotal (host SwapTotal when unlimited); LXCFS v1 adds
   MemTotal to it. SwapFree = SwapTotal - swap used. Swap accounting off, -u, or no host swap -> 0 and 0.
 - AnonHugePages and Mapped come from the exact memory.stat keys (LXCFS's prefix match made them 0).
-- Mlocked is capped at Unevictable (mlocked pages sit on the unevictable LRU), where LXCFS leaks the host value.
+- Mlocked is capped at Unevictable (mlocked pages sit on the unevictable LRU), where LXCFS leaks the host value;
+  KReclaimable = SReclaimable (LXCFS: host value).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def meminfo_values(host: Meminfo, mem: memory.MemorySnapshot, opts: ViewOptions)
         "AnonPages": max(0, s.active_anon + s.inactive_anon - s.shmem) // kib,
         "Mapped": s.mapped // kib,
         "Shmem": s.shmem // kib,
+        # KReclaimable = SReclaimable + other reclaimable kernel memory (kernel 4.20+); the container has only
+        # its slab to show, and the host's value would exceed the container's Slab.
+        "KReclaimable": s.slab_reclaimable // kib,
         "Slab": s.slab // kib,
         "SReclaimable": s.slab_reclaimable // kib,
         "SUnreclaim": s.slab_unreclaimable // kib,
