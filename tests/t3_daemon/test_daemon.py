@@ -179,7 +179,8 @@ def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
     mnt, pidfile = tmp_path / "n", tmp_path / "n.pid"
     proc = subprocess.Popen([str(PYLXCFS), "-f", "--pidfile", str(pidfile), "--host-root",
                              str(make_fixture_root(tmp_path)), str(mnt)],
-                            env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         msg = srv.recv(4096).decode()
         assert "READY=1" in msg and f"MAINPID={proc.pid}" in msg
