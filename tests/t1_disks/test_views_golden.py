@@ -3,6 +3,9 @@ golden files (tests/golden/<host>/{diskstats,partitions}.txt), plus the pure ren
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from pylxcfs.cgroups.blkio import IoCounters
@@ -12,7 +15,7 @@ from pylxcfs.parse.diskstats import DiskstatsLine
 from pylxcfs.views import diskstats, partitions
 from pylxcfs.views.diskstats import counter_fields, diskstats_names, render_diskstats
 
-from .conftest import GOLDEN, HOSTS, fixture_ctx, fixture_root
+from .conftest import FIXTURES, GOLDEN, HOSTS, fixture_ctx, fixture_root
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
@@ -88,5 +91,26 @@ def test_through_renderer_and_resolver(host: str) -> None:
             # A host caller (single-level NSpid) reads the host's own file.
             assert r.render(f"proc/{view}", 100) == r.host_bytes(f"proc/{view}")
         assert not r.fallbacks
+    finally:
+        r.close()
+
+
+def test_renderer_falls_back_to_host_file_without_statistics(tmp_path: Path) -> None:
+    # A v1 blkio cgroup with no statistics files at all (no cfq, bfq or throttle): produce() raises
+    # CgroupUnavailable and the Renderer serves the host's /proc/diskstats unchanged (LXCFS behaviour).
+    from pylxcfs.hostfs import HostRoot
+    from pylxcfs.service import Renderer
+
+    host = "x86_64-legacy-centos7"
+    tree = tmp_path / host
+    shutil.copytree(FIXTURES / host, tree, symlinks=True)
+    for f in (tree / "sys/fs/cgroup/blkio/docker/ct1").iterdir():
+        f.unlink()
+    r = Renderer(HostRoot.from_dir(tree), ViewOptions())
+    try:
+        assert r.render("proc/diskstats", CALLERS[host]) == (tree / "proc/diskstats").read_bytes()
+        assert r.fallbacks  # counted, with its reason
+        # partitions needs no cgroup: still the container's view.
+        assert r.render("proc/partitions", CALLERS[host]).decode() == (GOLDEN / host / "partitions.txt").read_text()
     finally:
         r.close()
