@@ -9,7 +9,7 @@ import json
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import Env, host_meminfo_total_kib, host_snapshot, meminfo_total_kib, served_views
+from t4_toolkit.conftest import HOOK, Env, host_meminfo_total_kib, host_snapshot, meminfo_total_kib, served_views
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -108,4 +108,25 @@ def test_runc_snippet_from_install_hook(tenv: Env) -> None:
     b.write()
     ct = tenv.runtime.run("snippet", b)
     _assert_virtual(tenv, ct)
+    ct.stop()
+
+
+def test_classic_bind_fallback_at_create_container(tenv: Env) -> None:
+    """The kernel < 5.2 path (no open_tree), forced: at createContainer the lxcfs dir is visible in the container's
+    namespace, so a classic MS_BIND from it works; the result must be the same (one slave/private mount each)."""
+    b = tenv.bundle("classic", free=True)
+    b.add_hook("createContainer", HOOK, tenv.hook_args("createContainer", "--log-level", "debug"),
+               env=["PYLXCFS_FORCE_CLASSIC_BIND=1", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"], timeout=20)
+    ct = tenv.runtime.run("classic", b)
+    _assert_virtual(tenv, ct)
+    log = (tenv.base / "hook.log").read_text()
+    assert "container=classic" in log and "(classic)" in log, log
+    ct.stop()
+
+
+def test_dry_run_changes_nothing(tenv: Env) -> None:
+    ct = tenv.run("dryrun")
+    r = tenv.toolkit("remount", "--container-id", "dryrun", "--dry-run")
+    assert r.returncode == 0 and "would remount dryrun" in r.stdout, r
+    assert not _lxcfs_by_target(ct)
     ct.stop()
