@@ -31,6 +31,8 @@ from .conftest import (
     Container,
 )
 
+pytestmark = pytest.mark.root
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -19,6 +19,8 @@ from pylxcfs.devnames import scan_container_devices
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.views import partitions
 
+pytestmark = pytest.mark.root
+
 
 def test_overlay_root_is_named_by_its_upperdir_device(tmp_path: Path) -> None:
     if os.geteuid() != 0:
