@@ -34,8 +34,10 @@ __all__ = ["CpuBlock", "CpuInfo", "S390Header", "detect_arch", "parse_cpuinfo"]
 # "processor\t: 3" (x86, arm64, ppc64le, riscv, mips "processor               : 3"). Case-sensitive: the
 # 32-bit ARM "Processor\t: ARMv7 Processor rev 5 (v7l)" line is NOT a block start (lxcfs is_processor_line()
 # agrees: it needs a number).
-_PROC_RE = re.compile(r"^processor[ \t]*:[ \t]*(\d+)[ \t]*$", re.M)
-_S390_BLOCK_RE = re.compile(r"^cpu number[ \t]*:[ \t]*(\d+)[ \t]*$", re.M)
+# The block-start patterns are matched only at positions str.find() located (a line start): a "^...$" scan
+# with re.M tries every character of the file and costs ~15 us on a 2-CPU x86 cpuinfo; this costs ~2 us.
+_PROC_RE = re.compile(r"processor[ \t]*:[ \t]*(\d+)[ \t]*(?=\n|\Z)")
+_S390_BLOCK_RE = re.compile(r"cpu number[ \t]*:[ \t]*(\d+)[ \t]*(?=\n|\Z)")
 _S390_PROC_LINE_RE = re.compile(r"^processor (\d+):(.*)$")
 _S390_COUNT_RE = re.compile(r"^(# processors[ \t]*:[ \t]*)(\d+)[ \t]*$")
 
@@ -130,12 +132,25 @@ def _parse_s390_header(text: str, source: str) -> S390Header:
     return S390Header(tuple(kept), count_index, count_prefix, ids_index, ids)
 
 
+def _block_starts(text: str, s390: bool) -> list[tuple[int, int, int, int]]:
+    """(line start, number start, number end, number) of every block-start line, in file order."""
+    word, rx = ("cpu number", _S390_BLOCK_RE) if s390 else ("processor", _PROC_RE)
+    out: list[tuple[int, int, int, int]] = []
+    pos = 0
+    while (i := text.find(word, pos)) >= 0:
+        if i == 0 or text[i - 1] == "\n":
+            m = rx.match(text, i)
+            if m:
+                out.append((i, m.start(1), m.end(1), int(m.group(1))))
+        pos = i + len(word)
+    return out
+
+
 def parse_cpuinfo(text: str, source: str = "/proc/cpuinfo") -> CpuInfo:
     """Split cpuinfo into blocks and surrounding text. Raises ParseError on duplicate CPU numbers."""
     arch = detect_arch(text)
     s390 = arch == "s390x"
-    start_re = _S390_BLOCK_RE if s390 else _PROC_RE
-    starts = [(m.start(), m.start(1), m.end(1), int(m.group(1))) for m in start_re.finditer(text)]
+    starts = _block_starts(text, s390)
     pieces: list[str | CpuBlock | S390Header] = []
     seen: set[int] = set()
     pos = 0
