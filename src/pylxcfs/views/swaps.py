@@ -2,7 +2,10 @@
 
 The header is the host's own first line (the kernel's, with its two tabs; LXCFS prints one). A single
 "none ... virtual" line shows the container's swap (same figures as SwapTotal/SwapFree in our meminfo) when
-that is > 0; -u, swap accounting off or a host without swap give the header only.
+that is > 0; -u, swap accounting off or a host without swap give the header only. The host's swap size is the
+sum of the Size column of its /proc/swaps (equal to meminfo's SwapTotal), so one host file is read, and no cgroup
+file at all when there is nothing to show. A cgroup read failure gets the host file (service policy; LXCFS
+returns an empty read there instead).
 """
 
 from __future__ import annotations
