@@ -105,7 +105,7 @@ def spawn_init(rel: str, script: str) -> tuple[subprocess.Popen[bytes], int]:
             with open(f, "w") as fh:
                 fh.write(str(os.getpid()))
 
-    p = subprocess.Popen(["unshare", "--pid", "--fork", "sh", "-c", script], preexec_fn=enter)
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", script], preexec_fn=enter)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
