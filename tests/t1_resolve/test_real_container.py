@@ -229,3 +229,37 @@ def test_exited_caller_gets_the_host_file(tree: CgroupTree) -> None:
     with open("/proc/meminfo") as f:
         assert out.splitlines()[0] == f.readline().rstrip("\n")  # the host's MemTotal
     assert r.fallbacks.get(("proc/meminfo", "ProcessGone")) == 1
+
+
+def test_a_thread_of_the_init_resolves_to_its_process(tree: CgroupTree) -> None:
+    # FUSE reports the calling THREAD's id; a non-main thread of the namespace's init has NSpid "<tid> <n>"
+    # with n != 1 and its PPid outside the namespace, so resolution must still land on the init.
+    import sys
+
+    cg = tree.child("thr", memory_limit=160 * MiB)
+    script = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    files = [str(p) for p in cg.procs_files()]
+
+    def enter() -> None:
+        for f in files:
+            with open(f, "w") as fh:
+                fh.write(str(os.getpid()))
+
+    p = subprocess.Popen(["unshare", "-p", "-f", "--kill-child", sys.executable, "-c", script], preexec_fn=enter)
+    try:
+        init = tid = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not tid:
+            kids = _children(p.pid)
+            if kids:
+                init = kids[0]
+                tids = [int(t) for t in os.listdir(f"/proc/{init}/task") if int(t) != init]
+                tid = tids[0] if tids else 0
+            time.sleep(0.02)
+        assert tid, "the init's second thread did not appear"
+        r = Renderer(HostRoot(), ViewOptions())
+        assert r.resolver.resolve(tid).init_pid == init
+        assert _kv(r.render("proc/meminfo", tid))["MemTotal"] == 160 * 1024
+    finally:
+        p.kill()
+        p.wait()
