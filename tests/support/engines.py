@@ -752,17 +752,6 @@ HOOK = VENV_BIN / "lxcfs-hook"
 GiB = 1 << 30
 
 
-# pylxcfs.toolkit.registry.DEFAULT_REGISTRY_DIR: hooks run by an engine get no test env, so they register there.
-HOOK_REGISTRY = Path("/run/pylxcfs/containers")
-
-
-def forget_registered(ids: Sequence[str]) -> None:
-    """Remove the hook-registry records of OUR containers (never anyone else's)."""
-    for cid in ids:
-        if "/" not in cid and cid not in ("", ".", ".."):
-            (HOOK_REGISTRY / f"{cid}.json").unlink(missing_ok=True)
-
-
 def _fail(msg: str) -> NoReturn:
     pytest.fail(msg, pytrace=False)
 
@@ -780,18 +769,24 @@ def require(*binaries: str) -> None:
 
 @dataclass
 class Toolkit:
-    """Runs isulad-lxcfs-toolkit against the test daemon's directory, with a private hook registry."""
+    """Runs isulad-lxcfs-toolkit against the test daemon's directory, with a private hook registry.
+
+    The global --registry-dir also lands in the hook files `install-hook` writes, so hooks run by an engine (which
+    pass no test environment on) register there too, never in /run/pylxcfs/containers.
+    """
 
     lxcfs_dir: Path
     log: Path
     env: dict[str, str]
+    registry_dir: Path
 
     def __call__(
         self, *args: str, extra_env: dict[str, str] | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         if not TOOLKIT.exists():
             _fail(f"{TOOLKIT} is not installed (pyproject console script isulad-lxcfs-toolkit)")
-        cmd = [str(TOOLKIT), "--lxcfs-dir", str(self.lxcfs_dir), "--log", str(self.log), *args]
+        cmd = [str(TOOLKIT), "--lxcfs-dir", str(self.lxcfs_dir), "--log", str(self.log),
+               "--registry-dir", str(self.registry_dir), *args]
         env = dict(self.env)
         env.update(extra_env or {})
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)

@@ -50,7 +50,8 @@ def lxcfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ct.Daemon]:
 @pytest.fixture(scope="session")
 def toolkit(lxcfs: ct.Daemon, tmp_path_factory: pytest.TempPathFactory) -> eng.Toolkit:
     work = tmp_path_factory.mktemp("toolkit")
-    return eng.Toolkit(lxcfs_dir=lxcfs.mountpoint, log=work / "toolkit.log", env=dict(os.environ))
+    return eng.Toolkit(lxcfs_dir=lxcfs.mountpoint, log=work / "toolkit.log", env=dict(os.environ),
+                       registry_dir=work / "registry")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ def containerd(tmp_path_factory: pytest.TempPathFactory, busybox_image: eng.Busy
         yield daemon
     finally:
         daemon.close()
-        eng.forget_registered(daemon.created)  # records the lxcfs-runc wrapper's hook wrote
 
 
 def test_remount_into_ctr_container(

@@ -44,7 +44,6 @@ def docker(
         yield dockerd
     finally:
         dockerd.close()
-        eng.forget_registered(dockerd.created)  # records the lxcfs-runc wrapper's hook wrote
 
 
 def _view(docker: eng.Dockerd, cid: str) -> eng.InsideView:
@@ -69,17 +68,21 @@ def test_remount_into_container_started_without_lxcfs(
     eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
 
 
-def test_discovery_through_dockers_runc_state_root(
+def test_discovery_through_dockers_runc_state_root_and_name(
     docker: eng.Dockerd, toolkit: Toolkit, served_files: list[str]
 ) -> None:
     """With the state root given and the /proc scan off, docker's runc state (<exec-root>/runtime-runc/moby, the
-    /run/docker/runtime-runc/moby of a default install) is enough to find the container."""
-    cid = docker.run_detached("--memory", "1g", "--cpuset-cpus", "0")
+    /run/docker/runtime-runc/moby of a default install) is enough to find the container, by prefix and by the
+    docker name (from <data-root>/containers/<id>/config.v2.json; PYLXCFS_DOCKER_ROOT names our data root)."""
+    name = f"pylxcfs-eng-{os.getpid()}-d1"
+    cid = docker.run_detached("--name", name, "--memory", "1g", "--cpuset-cpus", "0")
     root = docker.runc_state_root
     assert (root / cid / "state.json").is_file(), f"docker's runc state is not where measured: {root}"
-    toolkit("remount", "--container-id", cid[:12], "--state-root", f"runc:{root}", "--no-procscan")
+    scope = ["--state-root", f"runc:{root}", "--no-procscan"]
+    env = {"PYLXCFS_DOCKER_ROOT": str(docker.data_root)}
+    toolkit("remount", "--container-id", name, *scope, extra_env=env)
     eng.assert_virtualized(_view(docker, cid), memory_bytes=GiB, cpus=1, served=served_files)
-    toolkit("umount", "--container-id", cid, "--state-root", f"runc:{root}", "--no-procscan")
+    toolkit("umount", "--container-id", cid[:12], *scope, extra_env=env)
     eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
 
 
@@ -113,6 +116,8 @@ def test_runtime_wrapper_injects_the_hook(
 
     cid = docker.run_detached("--runtime", "lxcfs-runc", "--memory", "1g", "--cpuset-cpus", "0")
     eng.assert_virtualized(_view(docker, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    record = json.loads((toolkit.registry_dir / f"{cid}.json").read_text())
+    assert record["id"] == cid and record["pid"] == docker.pid(cid), record
 
     # A container on the default runtime is untouched by the wrapper.
     plain = docker.run_detached("--memory", "1g")

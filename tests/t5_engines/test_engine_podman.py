@@ -36,9 +36,6 @@ def podman(
         yield engine
     finally:
         engine.close()
-        # The hooks.d hook registers each container in the default registry (install-hook has no way to pass
-        # --registry-dir into the hook's args); drop the records of OUR containers only.
-        eng.forget_registered(engine.created)
 
 
 def _regex_literal(pattern: str) -> str:
@@ -86,8 +83,10 @@ def test_hooksd_view_then_umount_remount(
     podman: eng.Podman, toolkit: Toolkit, hook_annotations: list[str], served_files: list[str]
 ) -> None:
     cid = podman.run_detached("--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
-    # The hook mounted the view before the user process started.
+    # The hook mounted the view before the user process started, and registered the container for `--all`.
     eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=1, served=served_files)
+    record = json.loads((toolkit.registry_dir / f"{cid}.json").read_text())
+    assert record["id"] == cid and record["pid"] == podman.pid(cid), record
 
     # umount by a short id prefix (podman prints 12 chars) -> host values.
     toolkit("umount", "--container-id", cid[:12], extra_env=podman.env)
@@ -104,7 +103,7 @@ def test_remount_and_umount_by_podman_name(
     podman: eng.Podman, toolkit: Toolkit, hook_annotations: list[str], served_files: list[str]
 ) -> None:
     """--container-id NAME: podman's name lives only in conmon's argv (`-n NAME`), podman's containers.json and
-    `podman ps` (measured: not in annotations, runc state or env), so discovery must look there."""
+    `podman ps` (measured: not in annotations, runc state or env); the toolkit reads conmon's argv."""
     name = f"pylxcfs-eng-{os.getpid()}-named"
     cid = podman.run_detached("--name", name, "--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
     toolkit("umount", "--container-id", name, extra_env=podman.env)
