@@ -15,7 +15,8 @@ API (stable; additive changes only):
 - ``Runtime(root, binary="runc")``: ``run(cid, bundle) -> Container``, ``state``, ``exec``, ``kill``, ``delete``,
   ``list_ids``, ``cleanup()``; ``Container.exec/read/sh/mountinfo/host_mountinfo/stop``
 - ``cgroup_parent_name(area)``, ``remove_cgroup_parent(name)``
-- ``start_daemon(mountpoint, impl=None, args=(), workdir=None) -> Daemon``; ``Daemon.stop/kill/sigstop/sigcont``;
+- ``start_daemon(mountpoint, impl=None, args=(), workdir=None) -> Daemon``;
+  ``Daemon.stop/kill/sigstop/sigcont/pids`` (signals reach the whole daemon tree);
   ``daemon_impl()`` (env ``PYLXCFS_TEST_DAEMON`` = ``pylxcfs`` (default) or ``lxcfs``)
 - ``mountinfo(pid="self") -> list[MountEntry]``, ``mounts_at(path)``, ``lazy_umount(path)``,
   ``host_mount_snapshot()``
@@ -352,19 +353,37 @@ class Daemon:
     def mounted(self) -> bool:
         return any(m.fstype.startswith("fuse") for m in mounts_at(self.mountpoint))
 
-    def _signal(self, sig: int) -> None:
-        for pid in {self.pid, self.proc.pid}:
+    def pids(self) -> list[int]:
+        """The daemon's process tree: the pidfile pid (our daemon's supervisor) and its descendants (the worker
+        that really serves), found through /proc/<pid>/task/<tid>/children. Daemons that double-fork a watchdog
+        away (ppid 1) are not part of it."""
+        roots = {self.pid, self.proc.pid}
+        seen: list[int] = []
+        todo = list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError, ValueError):
+                    todo += [int(x) for x in (task / "children").read_text().split()]
+        return seen
+
+    def _signal(self, sig: int, tree: bool = True) -> None:
+        for pid in (self.pids() if tree else list({self.pid, self.proc.pid})):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
     def sigstop(self) -> None:
+        """SIGSTOP the whole daemon (supervisor and worker): nothing answers FUSE requests any more."""
         self._signal(signal.SIGSTOP)
 
     def sigcont(self) -> None:
         self._signal(signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL (leaves a stale mount: ENOTCONN for readers, like a crash)."""
+        """SIGKILL the whole daemon tree, like a crash of the service (C lxcfs leaves a stale mount: ENOTCONN)."""
         self._signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
