@@ -169,3 +169,14 @@ def test_btime_matches_container_uptime_definition() -> None:
     env = env_of(X86)
     out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct", start_ticks=1_000_099))
     assert "btime 1795935148\n" in out  # 1795925148 + 1000099 // 100
+
+
+def test_shared_cpuacct_different_cpusets_get_separate_nodes() -> None:
+    # two containers in the same cpuacct cgroup but different cpusets: alternating reads must not fold and
+    # re-add rows (which would inflate the counters on every read)
+    env = env_of(X86)
+    a = v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="wide")
+    b = v1_ctx(env.root, cpuset="wide", cpu="ct", cpuacct="wide")
+    first_a, first_b = stat.produce(env, a), stat.produce(env, b)
+    for _ in range(3):
+        assert stat.produce(env, a) == first_a and stat.produce(env, b) == first_b

@@ -107,7 +107,7 @@ class StatNode:
 
 @dataclass(slots=True)
 class StatState:
-    """env.states["stat"]: nodes by cgroup key."""
+    """env.states["stat"]: nodes by cgroup key (cpuacct path, cpuset path)."""
 
     nodes: dict[str, StatNode] = field(default_factory=dict)
     last_prune: float = 0.0
@@ -178,7 +178,10 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
         state = StatState()
         env.states["stat"] = state
     now = time.monotonic()
-    key = ctx.cpuacct.path if ctx.cpuacct is not None else "cpuset:" + (ctx.cpuset.path if ctx.cpuset else "")
+    # One node per (usage cgroup, cpuset cgroup): on v1 two containers may share a cpuacct cgroup (say the
+    # hierarchy root, when the runtime made none) while their cpusets differ; one shared node would then be
+    # rebased on every alternate read.
+    key = f"{ctx.cpuacct.path if ctx.cpuacct else ''}\0{ctx.cpuset.path if ctx.cpuset else ''}"
     node = advance(state.nodes.get(key), shown, raw, now)
     state.nodes[key] = node
     state.prune(now)
