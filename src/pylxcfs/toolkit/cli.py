@@ -144,7 +144,8 @@ def cmd_remount_umount(args: argparse.Namespace) -> int:
         pr = probe.probe(lxcfs_dir)
         if pr.health != probe.Health.SERVING:
             raise QuietError(f"lxcfs is not ready: {pr.detail}", 1)
-        results = ops.remount(targets, lxcfs_dir, args.parallel, args.timeout)
+        live = probe.daemon_mount(lxcfs_dir)
+        results = ops.remount(targets, lxcfs_dir, args.parallel, args.timeout, live.dev if live else None)
     else:
         results = ops.umount(targets, args.parallel, args.timeout)
     line = ops.summary(kind, results)

@@ -65,8 +65,10 @@ def precheck(c: Candidate) -> str | None:
     return None
 
 
-def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]]) -> list[str]:
-    """After remount: each mounted target has exactly one lxcfs mount, and none is shared."""
+def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]], live_dev: str | None = None
+                  ) -> list[str]:
+    """After remount: each mounted target has exactly one lxcfs mount, from the live daemon (same st_dev as the
+    mount at the lxcfs dir, when known), and none is shared."""
     mounts = container_mounts(pid)
     problems = []
     per_target: dict[str, int] = {}
@@ -74,6 +76,8 @@ def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]]) ->
         per_target[rel] = per_target.get(rel, 0) + 1
         if m.is_shared:
             problems.append(f"/{rel} is shared ({' '.join(m.optional)})")
+        if live_dev is not None and m.dev != live_dev:
+            problems.append(f"/{rel} comes from device {m.dev}, not the live daemon's {live_dev}")
     for o in outcomes:
         if o["action"] == "mounted":
             n = per_target.get(o["target"].lstrip("/"), 0)
@@ -116,14 +120,15 @@ def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsex
     return ordered
 
 
-def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: float) -> list[ContainerResult]:
+def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: float,
+            live_dev: str | None = None) -> list[ContainerResult]:
     plans = {c.id: attach_plan(c.id, lxcfs_dir, "/", c.pid, c.start_time) for c in cands}
 
     def job(c: Candidate) -> nsexec.Job:
         p = plans[c.id]
         return lambda: apply.attach(p)
 
-    return _run("remount", cands, job, parallel, timeout_s, lambda c, o: verify_attach(plans[c.id], c.pid, o))
+    return _run("remount", cands, job, parallel, timeout_s, lambda c, o: verify_attach(plans[c.id], c.pid, o, live_dev))
 
 
 def umount(cands: list[Candidate], parallel: int, timeout_s: float) -> list[ContainerResult]:
