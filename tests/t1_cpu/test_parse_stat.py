@@ -71,3 +71,18 @@ def test_error_has_line_number() -> None:
     with pytest.raises(ParseError) as ei:
         parse_stat("cpu  1 2 3 4\nintr 1\ncpu0 1 2 q 4\n")
     assert ei.value.lineno == 3
+
+
+def test_cpu_line_after_other_lines_takes_general_path() -> None:
+    # not a kernel layout, but it must not let a host cpuN row slip into the verbatim tail
+    s = parse_stat("intr 1\ncpu  1 0 1 1\ncpu0 1 0 1 1\nbtime 7\n")
+    assert list(s.per_cpu) == [0] and s.total == (1, 0, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert s.rest == "intr 1\nbtime 7\n" and s.btime == 7
+    assert s.rest[s.btime_span[0]:s.btime_span[1]] == "7" if s.btime_span else False
+
+
+def test_btime_first_line_of_rest_and_no_final_newline() -> None:
+    s = parse_stat("cpu  1 0 1 1\ncpu0 1 0 1 1\nbtime  123\nprocesses 4")
+    assert s.btime == 123 and s.btime_span is not None
+    assert s.rest[s.btime_span[0]:s.btime_span[1]] == "123"
+    assert s.other == ("btime  123", "processes 4")

@@ -21,7 +21,9 @@ cpusets = st.lists(st.integers(0, NCPU - 1), min_size=1, max_size=NCPU, unique=T
 @st.composite
 def reads(draw: st.DrawFn) -> tuple[ProcStat, list[int], int, CpuUsage | None]:
     rows = {c: draw(host_row) for c in range(NCPU)}
-    host = ProcStat(None, rows, ("intr 1", "btime 10"), 10, 1)
+    text = "".join(f"cpu{c} " + " ".join(map(str, r)) + "\n" for c, r in rows.items()) + "intr 1\nbtime 10\n"
+    host = parse_stat(text)
+    assert host.per_cpu == rows
     visible = draw(cpusets)
     shown = draw(st.integers(1, len(visible)))
     kind = draw(st.sampled_from(["v1", "v2", "none"]))
@@ -70,7 +72,7 @@ def test_sum_nonnegative_monotone(seq: list[tuple[ProcStat, list[int], int, CpuU
 
 @given(st.integers(0, 10**12), st.integers(1, 64))
 def test_even_split_exact_and_monotone(total_ns: int, m: int) -> None:
-    host = ProcStat(None, {c: (0,) * NCOLS for c in range(m)}, (), None, None)
+    host = parse_stat("".join(f"cpu{c} 0 0 0 0\n" for c in range(m)))
     cpus = list(range(m))
     a = raw_rows(host, cpus, cpus, CpuUsage(total_ns, 0, None))
     b = raw_rows(host, cpus, cpus, CpuUsage(total_ns + NS_PER_TICK, 0, None))  # one more tick

@@ -154,14 +154,15 @@ def advance(node: StatNode | None, config: tuple[int, ...], raw: Sequence[CpuTim
 def render_stat(rows: Sequence[Sequence[int]], host: ProcStat, btime: int | None) -> str:
     """The file text: "cpu " aggregate, cpu0.., then the host's other lines (btime replaced if given). Pure."""
     total = [sum(col) for col in zip(*rows, strict=True)] if rows else [0] * NCOLS
-    lines = ["cpu  " + " ".join(map(str, total))]
-    lines.extend(f"cpu{k} " + " ".join(map(str, r)) for k, r in enumerate(rows))
-    other = list(host.other)
-    if btime is not None and host.btime_index is not None:
-        other[host.btime_index] = f"btime {btime}"
-    lines.extend(other)
-    lines.append("")
-    return "\n".join(lines)
+    head = "cpu  " + " ".join(map(str, total)) + "\n" + "".join(
+        f"cpu{k} " + " ".join(map(str, r)) + "\n" for k, r in enumerate(rows))
+    rest = host.rest
+    if rest and not rest.endswith("\n"):
+        rest += "\n"
+    if btime is not None and host.btime_span is not None:
+        a, b = host.btime_span
+        rest = rest[:a] + str(btime) + rest[b:]
+    return head + rest
 
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
