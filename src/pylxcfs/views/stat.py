@@ -9,7 +9,8 @@ Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq s
       min(len(V), ceil(min quota/period over the cpu cgroup and its ancestors)). Rows are cpu0..cpu(m-1);
       row k describes physical CPU V[k] (renumbered from 0 like lxcfs's CPU view and like our cpuinfo).
   user_k, system_k:
-      v1 and m == len(V): cpuacct.usage_all of CPU V[k] (ns -> ticks: floor(ns * USER_HZ / 1e9))
+      v1 and m == len(V): cpuacct.usage_all of CPU V[k] (ns -> ticks: floor(ns * USER_HZ / 1e9)); on kernels
+          without usage_all, cpuacct.usage_percpu of V[k] split in the ratio of cpuacct.stat user:system
       otherwise (v2 has totals only; with a CFS cap the usage of all V must fit into m rows):
           U = ticks(sum of the cgroup's user time over V, or cpu.stat user_usec on v2); S likewise;
           user_k = U // m + (1 if k < U % m else 0)   (an even split: exact sum and monotone in U)
@@ -20,12 +21,17 @@ Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq s
   No cpuacct cgroup at all: the host rows of V[:m], renumbered.
   cpu (aggregate) = the column-wise sum of the shown rows, so sum(rows) == total always.
 
-Monotone counters (the state in env.states["stat"], one node per cgroup): the shown value of each row and
-column only ever grows by max(0, new_raw - previous_raw), so a usage split that shifts between reads (v1
-fallback ratio, cgroup recreated under the same path) never makes top compute negative deltas. When the set
-of CPUs changes, the node is rebased (no jump); rows that disappear are folded into the last remaining row
-(lxcfs's "the last row absorbs the remaining CPUs"), so neither a row nor the aggregate ever goes down.
+Monotone counters (the state in env.states["stat"], one node per (cpuacct, cpuset) cgroup pair): the shown
+value of each row and column only ever grows by max(0, new_raw - previous_raw), so a usage split that shifts
+between reads (v1 fallback ratio, cgroup recreated under the same path) never makes top compute negative
+deltas. When the set of CPUs changes, the node is rebased (no jump); rows that disappear are folded into the
+last remaining row (lxcfs's "the last row absorbs the remaining CPUs"), so neither a row nor the aggregate
+ever goes down.
 Nodes unused for 10 minutes are pruned (checked at most once a minute).
+
+Differences from lxcfs --enable-cfs (virtual-files.md §6.6 view mode): counters start at the formula's
+values, not at zero on the first read, and idle is not reduced to make a fractional quota look like a full
+CPU (a container capped at 0.5 CPU shows 50% busy at most, which is what it gets).
 
 Other lines: intr, ctxt, processes, procs_running, procs_blocked, softirq and unknown lines are the host's,
 verbatim (cgroups do not count interrupts, context switches or forks). btime is rewritten to
