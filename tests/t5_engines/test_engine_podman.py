@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +138,26 @@ def test_seed_usage_example_on_podman(
     grep = podman.exec(cid, "sh", "-c", "mount | grep lxcfs")
     for path in SEED_FILES:
         assert f"lxcfs on {path} type fuse.lxcfs" in grep, f"{path} missing from `mount | grep lxcfs`:\n{grep}"
+
+
+def test_concurrent_containers_never_see_each_others_view(
+    podman: eng.Podman, hook_annotations: list[str], served_files: list[str]
+) -> None:
+    """Two containers share ONE inode per virtual file (every bind pins the same dentry). While A (1 GiB, CPU 0)
+    reads in a loop, B (512 MiB, CPUs 0-1) must only ever see its own limits, also through busybox `cat`, which uses
+    sendfile(2): the kernel splices from the shared page cache and i_size even for FOPEN_DIRECT_IO files (measured:
+    C lxcfs 5.0.3 leaks A's MemTotal into ~10% of B's reads and truncates B's cpuinfo to A's length)."""
+    a = podman.run_detached("--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
+    b = podman.run_detached("--memory", "512m", "--cpuset-cpus", "0-1", *hook_annotations)
+    loop = "i=0; while [ $i -lt 400 ]; do cat /proc/meminfo /proc/cpuinfo >/dev/null; i=$((i+1)); done"
+    reader = subprocess.Popen(["podman", "exec", a, "sh", "-c", loop], env=podman.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out = podman.exec(b, "sh", "-c", "i=0; while [ $i -lt 100 ]; do "
+                          "cat /proc/meminfo | grep MemTotal; cat /proc/cpuinfo | grep -c ^processor; i=$((i+1)); done")
+    finally:
+        reader.wait(timeout=120)
+    mem = Counter(line.split()[1] for line in out.splitlines() if line.startswith("MemTotal"))
+    cpus = Counter(line.strip() for line in out.splitlines() if not line.startswith("MemTotal"))
+    assert mem == Counter({str(512 << 10): 100}), f"B's MemTotal values over 100 reads: {dict(mem)}"
+    assert cpus == Counter({"2": 100}), f"B's processor counts over 100 reads: {dict(cpus)}"
