@@ -11,6 +11,7 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,37 +85,48 @@ def test_sighup_reload_has_no_failed_read(daemon: Daemon, tmp_path: Path) -> Non
 
 
 def test_request_taken_by_a_dying_worker_is_resent(tmp_path: Path) -> None:
-    """FUSE_NOTIFY_RESEND: the worker is stuck inside OPEN (its host file is a FIFO nobody writes yet) when it
-    is killed; the reader must get its bytes from the next worker instead of hanging forever."""
+    """FUSE_NOTIFY_RESEND: the worker is stuck inside a request (the host file is a FIFO nobody writes yet, and
+    LOOKUP/OPEN read it) when it is killed; the reader must get its bytes from the next worker instead of
+    hanging forever."""
     root = make_fixture_root(tmp_path)
-    os.unlink(root / "proc/meminfo")
-    os.mkfifo(root / "proc/meminfo")
+    fifo = root / "proc/meminfo"
+    os.unlink(fifo)
+    os.mkfifo(fifo)
     d = start_daemon(tmp_path, "--host-root", str(root))
     cat = None
+    stop = threading.Event()
+
+    def feed() -> None:  # every open of the FIFO by the new worker gets "resent\n" then EOF
+        while not stop.is_set():
+            try:
+                wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                assert e.errno == errno.ENXIO  # no reader yet
+                time.sleep(0.01)
+                continue
+            os.write(wfd, b"resent\n")
+            os.close(wfd)
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed, daemon=True)
     try:
         first = d.worker()
         cat = subprocess.Popen(["cat", str(d.mnt / "proc/meminfo")], stdout=subprocess.PIPE)
         time.sleep(0.5)
-        assert cat.poll() is None  # the worker took OPEN and blocks on the FIFO
+        assert cat.poll() is None  # the worker took the request and blocks on the FIFO
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: d.workers() not in ([], [first]), 5, "a new worker")
-        # Feed the FIFO once the new worker (which got the resent OPEN) opened it for reading.
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                wfd = os.open(root / "proc/meminfo", os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as e:
-                assert e.errno == errno.ENXIO and time.monotonic() < deadline, "nobody re-opened the FIFO"
-                time.sleep(0.05)
-        os.write(wfd, b"resent\n")
-        os.close(wfd)
-        out, _ = cat.communicate(timeout=10)
+        feeder.start()
+        out, _ = cat.communicate(timeout=15)
         assert cat.returncode == 0 and out == b"resent\n"
+        assert "died (signal 9)" in d.log_text()
     finally:
+        stop.set()
         if cat is not None and cat.poll() is None:
             cat.kill()
         d.stop()
+        if feeder.is_alive():
+            feeder.join(2)
 
 
 def test_supervisor_sigkill_watchdog_removes_the_mount(daemon: Daemon, tmp_path: Path) -> None:
