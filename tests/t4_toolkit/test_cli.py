@@ -4,17 +4,20 @@ with --strict) with a summary line, prestart (in a private mount namespace) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import TOOLKIT, Env, host_meminfo_total_kib, meminfo_total_kib
+from t4_toolkit.conftest import HOOK, TOOLKIT, Env, host_meminfo_total_kib, meminfo_total_kib
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -144,3 +147,39 @@ def test_install_hook_formats(tenv: Env, tmp_path: Path) -> None:
     h = json.loads(tenv.toolkit("install-hook", "--format", "hooksd", "--always").stdout)
     assert h["when"] == {"always": True}
     assert tenv.toolkit("install-hook", "--format", "nope").returncode == 1
+
+
+def test_procscan_finds_pid_namespace_inits(tenv: Env) -> None:
+    """Last-resort discovery: a process that is pid 1 of its own pid namespace, in its own mount namespace."""
+    p = subprocess.Popen(["unshare", "-m", "-p", "-f", "--propagation", "private", "sleep", "60"])
+    try:
+        children = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+        deadline = time.monotonic() + 10
+        while not (children.exists() and children.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        inner = int(children.read_text().split()[0])
+        env = {**tenv.env(), "PYLXCFS_PROCSCAN": "1", "PYLXCFS_STATE_ROOTS": ""}
+        r = subprocess.run([TOOLKIT, "--lxcfs-dir", str(tenv.lxcfs), "remount", "--all", "--include-unconfigured",
+                            "--dry-run"], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        assert f"would remount pid-{inner} (pid {inner}, procscan)" in r.stdout, r.stdout
+        # Without --include-unconfigured it is not selected (no lxcfs mounts, not registered).
+        r = subprocess.run([TOOLKIT, "--lxcfs-dir", str(tenv.lxcfs), "remount", "--all", "--dry-run"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert f"pid-{inner}" not in r.stdout
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(inner, signal.SIGKILL)
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_poststop_unregisters(tenv: Env) -> None:
+    ct = tenv.run("poststop-ct", hook_stage="createRuntime")
+    rec = tenv.registry / "poststop-ct.json"
+    assert rec.exists()
+    state = json.dumps({"ociVersion": "1.0.2", "id": "poststop-ct", "status": "stopped", "bundle": "/x"})
+    r = subprocess.run([HOOK, "--stage", "poststop", "--registry-dir", str(tenv.registry)], input=state,
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0 and not rec.exists(), r.stderr
+    ct.stop()

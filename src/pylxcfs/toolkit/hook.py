@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", help="append log lines to FILE (0600) instead of stderr")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--lxcfs-dir", default=os.environ.get("PYLXCFS_LXCFS_DIR", DEFAULT_LXCFS_DIR))
-    p.add_argument("--stage", choices=[*HOST_STAGES, *INSIDE_STAGES],
-                   help="OCI stage this hook is installed at (default: guessed from the state's pid)")
+    p.add_argument("--stage", choices=[*HOST_STAGES, *INSIDE_STAGES, "poststop"],
+                   help="OCI stage this hook is installed at (default: guessed from the state's pid); poststop "
+                        "only drops the container's registry record")
     p.add_argument("--strict", action="store_true", help="exit 1 on any failure (blocks the container start)")
     p.add_argument("--registry-dir", help=f"default {registry.DEFAULT_REGISTRY_DIR} (env PYLXCFS_REGISTRY_DIR)")
     p.add_argument("--timeout", type=float, default=5.0, help="deadline for the mount work, s (default 5; keep it "
@@ -118,6 +119,10 @@ def run(args: argparse.Namespace, kv: dict[str, object]) -> bool:
     errors."""
     state = parse_state(read_stdin())
     kv["container"] = state.id
+    if args.stage == "poststop":
+        registry.remove(registry.registry_dir(args.registry_dir), state.id)
+        log.info("unregistered", extra={"kv": kv})
+        return True
     config = _load_config(state)
     rootfs = resolve_rootfs(state, config)
     stage = args.stage or ("createContainer" if state.pid in (None, 0, 1) else "createRuntime")

@@ -35,8 +35,10 @@ class ContainerResult:
 
 
 def has_lxcfs(pid: int) -> bool:
-    """The container shows lxcfs mounts (live or stale), i.e. it was set up for lxcfs by someone."""
-    return any(m.is_lxcfs for m in container_mounts(pid))
+    """The container shows lxcfs overlays (live or stale) on its /proc or /sys, i.e. someone set it up for lxcfs.
+    A mount of the lxcfs DIR alone does not count: every namespace copied from the host's (unshare -m, a process
+    that never pivoted) shows the daemon's own mount at the same path as a container binding the dir would."""
+    return bool(lxcfs_mounts_under(container_mounts(pid), "/", OVERLAY_PREFIXES))
 
 
 def select_for_all(cands: list[Candidate], include_unconfigured: bool) -> list[Candidate]:
