@@ -58,11 +58,17 @@ def test_hook_stage_then_umount_remount(tenv: Env, stage: str) -> None:
     assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
     assert not _lxcfs_by_target(ct)
 
-    # remount brings the view back; twice does not stack (exactly one mount per target).
+    # remount brings the view back; twice does not stack (exactly one mount per target), and the second run keeps
+    # the live overlays as they are (same mount ids: the files were never uncovered).
+    ids = []
     for _ in range(2):
-        r = tenv.toolkit("remount", "--container-id", ct.id)
+        r = tenv.toolkit("remount", "--container-id", ct.id, "--json")
         assert r.returncode == 0, r.stderr
-        assert "remount: 1 ok, 0 failed, 1 total" in r.stdout
+        assert json.loads(r.stdout)["summary"] == "remount: 1 ok, 0 failed, 1 total"
+        ids.append(sorted(m.mount_id for m in ct.host_mountinfo() if m.is_lxcfs))
+    assert ids[0] == ids[1]
+    actions = {o["action"] for o in json.loads(r.stdout)["results"][0]["outcomes"]}
+    assert "kept" in actions and "mounted" not in actions, actions
     _assert_virtual(tenv, ct)
     assert host_snapshot(tenv.base) == before
     ct.stop()
@@ -129,4 +135,24 @@ def test_dry_run_changes_nothing(tenv: Env) -> None:
     r = tenv.toolkit("remount", "--container-id", "dryrun", "--dry-run")
     assert r.returncode == 0 and "would remount dryrun" in r.stdout, r
     assert not _lxcfs_by_target(ct)
+    ct.stop()
+
+
+def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
+    """Overlays from a daemon other than the one at --lxcfs-dir (a restarted daemon has a new device) are replaced,
+    never stacked; umount then removes them all."""
+    ct = tenv.run("switch", hook_stage="createRuntime", free=True)
+    old_dev = {m.dev for m in ct.host_mountinfo() if m.is_lxcfs}
+    other = C.start_daemon(tenv.base / "lxcfs-other", workdir=tenv.base)
+    try:
+        r = tenv.toolkit("remount", "-c", "switch", lxcfs_dir=other.mountpoint)
+        assert r.returncode == 0, r.stderr
+        new = [m for m in ct.host_mountinfo() if m.is_lxcfs]
+        assert {m.dev for m in new} != old_dev and len({m.dev for m in new}) == 1
+        assert len(new) == len({m.mountpoint for m in new}), "stacked overlays"
+        assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+        assert tenv.toolkit("umount", "-c", "switch").returncode == 0
+        assert not _lxcfs_by_target(ct)
+    finally:
+        other.stop()
     ct.stop()

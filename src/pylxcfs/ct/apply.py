@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pylxcfs import syscalls as sc
-from pylxcfs.ct.mountinfo import parse_mountinfo
+from pylxcfs.ct.mountinfo import parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import AttachPlan, DetachPlan, lxcfs_mounts_under
 
 _TARGET_FS = {sc.PROC_SUPER_MAGIC: "proc", sc.SYSFS_MAGIC: "sysfs"}
@@ -33,7 +33,7 @@ _MAX_LAYERS = 64  # bound every "while something is stacked" loop
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one target: action is mounted | skipped | removed | failed."""
+    """What happened to one target: action is mounted | kept | skipped | removed | failed."""
 
     target: str
     action: str
@@ -181,9 +181,18 @@ def attach(plan: AttachPlan) -> dict[str, Any]:
     session = Session(plan.pid, plan.start_time, plan.root)
     session.enter()
     wanted = {m.target for m in plan.mounts if classic or m.view in fds}
+    kept = set()
+    if plan.live_dev is not None:
+        mounts = session.mountinfo()
+        for t in wanted:
+            here = [m for m, rel in lxcfs_mounts_under(mounts, plan.root, (t,)) if rel == t]
+            if len(here) == 1 and here[0].dev == plan.live_dev and top_mount_at(mounts, here[0].mountpoint) == here[0]:
+                kept.add(t)
+                outcomes.append(Outcome("/" + t, "kept", f"already served by the live daemon ({plan.live_dev})"))
+    wanted -= kept
     outcomes += session.remove_lxcfs(tuple({posixpath.dirname(t) + "/" for t in wanted}), only=wanted)
     for m in plan.mounts:
-        if not classic and m.view not in fds:
+        if (not classic and m.view not in fds) or m.target in kept:
             continue
         tfd, why = session.check_target(m.target)
         if tfd is None:
@@ -213,6 +222,8 @@ def attach(plan: AttachPlan) -> dict[str, Any]:
             outcomes.append(Outcome("/" + m.target, "failed", str(exc)))
         finally:
             os.close(tfd)
+    for fd in fds.values():  # clones we did not attach (kept targets) vanish with their fd
+        os.close(fd)
     return {"outcomes": [o.to_json() for o in outcomes], "method": "classic" if classic else "open_tree"}
 
 

@@ -38,6 +38,9 @@ class AttachPlan:
     start_time: the pid's start time (field 22 of /proc/<pid>/stat) when known, checked again in the worker.
     root: absolute path, in the entered namespace, of the container's "/" ("/" once pivoted, the rootfs before).
     classic_dir: the lxcfs dir as seen inside the entered namespace, for the classic-bind fallback (kernel < 5.2).
+    live_dev: the live daemon's device ("0:42" in mountinfo) when known: a target already covered by exactly one
+    mount of that device is kept as it is (remount of a healthy container changes nothing and never uncovers the
+    file); anything else lxcfs at a target is stale and replaced.
     """
 
     container: str
@@ -46,6 +49,7 @@ class AttachPlan:
     root: str
     mounts: tuple[BindMount, ...]
     classic_dir: str
+    live_dev: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +70,7 @@ class DetachPlan:
 
 
 def attach_plan(container: str, lxcfs_dir: str, root: str, pid: int | None, start_time: int | None = None,
-                views: tuple[str, ...] = VIEW_PATHS) -> AttachPlan:
+                views: tuple[str, ...] = VIEW_PATHS, live_dev: str | None = None) -> AttachPlan:
     """One BindMount per view: `<lxcfs_dir>/<view>` over `<root>/<view>`. Missing sources/targets are skipped at
     apply time (the daemon may not serve loadavg; a container may lack a file), never here."""
     lxcfs_dir = posixpath.normpath(lxcfs_dir)
@@ -78,7 +82,7 @@ def attach_plan(container: str, lxcfs_dir: str, root: str, pid: int | None, star
         if norm.startswith(("/", "..")) or norm != view:
             raise ValueError(f"view path {view!r} is not a clean relative path")
         mounts.append(BindMount(view, posixpath.join(lxcfs_dir, view), view))
-    return AttachPlan(container, pid, start_time, posixpath.normpath(root), tuple(mounts), lxcfs_dir)
+    return AttachPlan(container, pid, start_time, posixpath.normpath(root), tuple(mounts), lxcfs_dir, live_dev)
 
 
 def detach_plan(container: str, root: str, pid: int | None, start_time: int | None = None) -> DetachPlan:

@@ -151,7 +151,8 @@ def run(args: argparse.Namespace, kv: dict[str, object]) -> bool:
         log.error(f"lxcfs is not ready, container starts with host values: {pr.detail}", extra={"kv": kv})
         ok = False
     else:
-        plan = attach_plan(state.id, lxcfs_dir, rootfs, pid, start_time)
+        live = probe.daemon_mount(lxcfs_dir)
+        plan = attach_plan(state.id, lxcfs_dir, rootfs, pid, start_time, live_dev=live.dev if live else None)
         res = nsexec.run_one(state.id, lambda: apply.attach(plan), args.timeout)
         if not res.ok:
             log.error(f"mount into container failed: {res.error}", extra={"kv": kv})

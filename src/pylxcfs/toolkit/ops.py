@@ -81,7 +81,7 @@ def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]], li
         if live_dev is not None and m.dev != live_dev:
             problems.append(f"/{rel} comes from device {m.dev}, not the live daemon's {live_dev}")
     for o in outcomes:
-        if o["action"] == "mounted":
+        if o["action"] in ("mounted", "kept"):
             n = per_target.get(o["target"].lstrip("/"), 0)
             if n != 1:
                 problems.append(f"{o['target']}: {n} lxcfs mounts after remount")
@@ -114,9 +114,9 @@ def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsex
     for res in ordered:
         kv = {"container": res.id, "pid": res.pid}
         if res.status == "ok":
-            mounted = sum(1 for o in res.outcomes if o["action"] == "mounted")
-            removed = sum(1 for o in res.outcomes if o["action"] == "removed")
-            log.info(f"{kind} done: {mounted} mounted, {removed} removed", extra={"kv": kv})
+            n = {a: sum(1 for o in res.outcomes if o["action"] == a) for a in ("mounted", "kept", "removed")}
+            log.info(f"{kind} done: {n['mounted']} mounted, {n['kept']} kept, {n['removed']} removed",
+                     extra={"kv": kv})
         else:
             log.error(f"{kind} failed: {res.error}", extra={"kv": kv})
     return ordered
@@ -124,7 +124,7 @@ def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsex
 
 def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: float,
             live_dev: str | None = None) -> list[ContainerResult]:
-    plans = {c.id: attach_plan(c.id, lxcfs_dir, "/", c.pid, c.start_time) for c in cands}
+    plans = {c.id: attach_plan(c.id, lxcfs_dir, "/", c.pid, c.start_time, live_dev=live_dev) for c in cands}
 
     def job(c: Candidate) -> nsexec.Job:
         p = plans[c.id]
