@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import Env, host_meminfo_total_kib, meminfo_total_kib
+from t4_toolkit.conftest import Env, host_meminfo_total_kib, meminfo_total_kib, read_in
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -57,7 +57,7 @@ def test_check_absent_and_serving(tenv: Env) -> None:
 def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon) -> None:
     d = own_daemon.mountpoint
     ct = tenv.run("stopped-daemon", hook_stage="createRuntime", lxcfs_dir=d)
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.sigstop()
     try:
         rc, out, el = _timed(tenv, "check-lxcfs on SIGSTOPped daemon", "check-lxcfs", "--timeout",
@@ -75,14 +75,14 @@ def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon)
         assert el < CHECK_TIMEOUT + 5
         assert _lxcfs_overlays(ct) == []
         # The container reads host values again, with the daemon still stopped.
-        assert meminfo_total_kib(ct.read("/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
+        assert meminfo_total_kib(read_in(ct, "/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
         # A container started now is not blocked by the hook (fail-open): it starts, with host values.
         t = time.monotonic()
         ct2 = tenv.run("started-while-stopped", hook_stage="createRuntime", lxcfs_dir=d)
         TIMINGS["runc run with hook, SIGSTOPped daemon"] = round(time.monotonic() - t, 3)
         assert time.monotonic() - t < 20
         assert _lxcfs_overlays(ct2) == []
-        assert meminfo_total_kib(ct2.read("/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
+        assert meminfo_total_kib(read_in(ct2, "/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
         log = (tenv.base / "hook.log").read_text()
         assert "lxcfs is not ready" in log and "container=started-while-stopped" in log
     finally:
@@ -90,8 +90,8 @@ def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon)
     # Once resumed, remount --all repairs both (both are registered by the hook).
     rc, out, _ = _timed(tenv, "remount --all after SIGCONT", "remount", "--all", lxcfs_dir=d)
     assert rc == 0, out
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
-    assert meminfo_total_kib(ct2.read("/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_total_kib(read_in(ct2, "/proc/meminfo")) == C.GIB // 1024
     ct.stop()
     ct2.stop()
 
@@ -101,7 +101,7 @@ def test_sigkilled_daemon_stale_mount_then_recover(tenv: Env, own_daemon: C.Daem
     """C lxcfs as the reference crashing daemon: SIGKILL leaves a stale fuse.lxcfs mount (ENOTCONN)."""
     d = own_daemon.mountpoint
     ct = tenv.run("killed-daemon", hook_stage="createRuntime", lxcfs_dir=d)
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.kill()
     assert own_daemon.mounted(), "C lxcfs leaves its mount behind when SIGKILLed"
     r = ct.exec("cat", "/proc/meminfo")
@@ -111,14 +111,14 @@ def test_sigkilled_daemon_stale_mount_then_recover(tenv: Env, own_daemon: C.Daem
     rc, out, _ = _timed(tenv, "umount --all on SIGKILLed daemon", "umount", "--all", lxcfs_dir=d)
     assert rc == 0, out
     assert _lxcfs_overlays(ct) == []
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
     # The stop path's host-side clean-up, then a fresh daemon and the start path: virtual again.
     C.lazy_umount(d)
     own_daemon2 = C.start_daemon(d, impl="lxcfs", workdir=tenv.base)
     try:
         rc, out, _ = _timed(tenv, "remount --all after restart", "remount", "--all", lxcfs_dir=d)
         assert rc == 0, out
-        assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     finally:
         own_daemon2.stop()
     ct.stop()

@@ -9,7 +9,15 @@ import json
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import HOOK, Env, host_meminfo_total_kib, host_snapshot, meminfo_total_kib, served_views
+from t4_toolkit.conftest import (
+    HOOK,
+    Env,
+    host_meminfo_total_kib,
+    host_snapshot,
+    meminfo_total_kib,
+    read_in,
+    served_views,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -25,13 +33,13 @@ def _lxcfs_by_target(ct: C.Container) -> dict[str, list[C.MountEntry]]:
 def _assert_virtual(tenv: Env, ct: C.Container) -> None:
     views = served_views(tenv.lxcfs)
     assert "proc/meminfo" in views and "proc/cpuinfo" in views, views
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     free = ct.exec("/usr/bin/free", "-m", check=True).stdout.splitlines()
     mem = next(ln for ln in free if ln.startswith("Mem:"))
     assert int(mem.split()[1]) == 1024, free
-    cpuinfo = ct.read("/proc/cpuinfo")
+    cpuinfo = read_in(ct, "/proc/cpuinfo")
     assert sum(1 for ln in cpuinfo.splitlines() if ln.startswith("processor")) == 1  # cpuset "0"
-    assert ct.read("/sys/devices/system/cpu/online").strip() == "0"
+    assert read_in(ct, "/sys/devices/system/cpu/online").strip() == "0"
     by_target = _lxcfs_by_target(ct)
     for v in views:
         assert len(by_target.get("/" + v, [])) == 1, (v, by_target.keys())
@@ -55,7 +63,7 @@ def test_hook_stage_then_umount_remount(tenv: Env, stage: str) -> None:
     # umount: host values come back, no lxcfs mount is left anywhere in /proc or /sys.
     r = tenv.toolkit("umount", "--container-id", ct.id)
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
     assert not _lxcfs_by_target(ct)
 
     # remount brings the view back; twice does not stack (exactly one mount per target), and the second run keeps
@@ -79,7 +87,7 @@ def test_remount_into_container_started_without_lxcfs(tenv: Env) -> None:
     ct = tenv.run("plain", free=True)
     assert not _lxcfs_by_target(ct)
     assert ct.exec("ls", str(tenv.lxcfs)).returncode != 0, "the container should not see the host lxcfs dir"
-    assert meminfo_total_kib(ct.read("/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
 
     # Not set up for lxcfs: --all leaves it alone; --include-unconfigured takes it.
     r = tenv.toolkit("remount", "--all")
@@ -150,7 +158,7 @@ def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
         new = [m for m in ct.host_mountinfo() if m.is_lxcfs]
         assert {m.dev for m in new} != old_dev and len({m.dev for m in new}) == 1
         assert len(new) == len({m.mountpoint for m in new}), "stacked overlays"
-        assert meminfo_total_kib(ct.read("/proc/meminfo")) == C.GIB // 1024
+        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
         assert tenv.toolkit("umount", "-c", "switch").returncode == 0
         assert not _lxcfs_by_target(ct)
     finally:
