@@ -172,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             from pylxcfs.fuse.supervisor import Supervisor
 
+            if args.options:
+                log.warning("-o %s ignored: the raw back-end always mounts with allow_other, direct_io and "
+                            "0.5 s entry/attr timeouts", args.options)
+
             code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify).run()
     except BaseException as e:
         report(e.exit_code if isinstance(e, QuietError) else 1, str(e))

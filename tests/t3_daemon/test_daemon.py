@@ -197,3 +197,14 @@ def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
         while mountinfo_entry(mnt) is not None:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
         srv.close()
+
+
+def test_external_umount_ends_the_daemon(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)))
+    try:
+        subprocess.run(["umount", str(d.mnt)], check=True, timeout=20)
+        assert d.proc.wait(10) == 0  # like C lxcfs: nothing left to serve
+        assert not d.pidfile.exists()
+        assert "connection is gone" in d.log_text()
+    finally:
+        d.stop()

@@ -142,20 +142,25 @@ def loop(cenv: Env, daemon: Daemon) -> Iterator[tuple[C.Container, Path]]:
 
 def test_ct_worker_sigkill(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Path], tmp_path: Path) -> None:
     _ct, log = loop
-    old = daemon.worker()
-    t_kill = time.time()
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: daemon.workers() not in ([], [old]), 2, "a new worker")
-    wait_for(lambda: sum(r.t0 > t_kill + 2 for r in reads(log)) >= 10, 20, "reads 2 s after the kill")
+    kills = []
+    for _ in range(3):
+        old = daemon.worker()
+        t_kill = time.time()
+        kills.append(t_kill)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda o=old: daemon.workers() not in ([], [o]), 2, "a new worker")
+        wait_for(lambda t=t_kill: sum(r.t0 > t + 2 for r in reads(log)) >= 5, 20, "reads 2 s after the kill")
     rs = reads(log)
-    record_result(tmp_path, summary("container: worker SIGKILL", rs))
+    record_result(tmp_path, summary("container: worker SIGKILL x3", rs))
     assert [r for r in rs if not r.ok] == []  # no ENOTCONN, ever
-    assert all(r.value == VIRTUAL_TOTAL for r in rs if r.t0 > t_kill + 2)
+    late = [r for r in rs if any(t + 2 < r.t0 < t + 2.5 for t in kills) or r.t0 > kills[-1] + 2]
+    assert len(late) >= 10 and all(r.value == VIRTUAL_TOTAL for r in late)
+    assert all(r.value == VIRTUAL_TOTAL for r in rs)
 
 
 def test_ct_sighup_reload(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Path], tmp_path: Path) -> None:
     _ct, log = loop
-    for _ in range(2):
+    for _ in range(3):
         before = daemon.worker()
         os.kill(daemon.pid, signal.SIGHUP)
         wait_for(lambda b=before: daemon.workers() not in ([], [b]) and len(daemon.workers()) == 1, 15,
@@ -163,7 +168,7 @@ def test_ct_sighup_reload(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Pa
         n = len(reads(log))
         wait_for(lambda n=n: len(reads(log)) >= n + 10, 20, "reads after the reload")
     rs = reads(log)
-    record_result(tmp_path, summary("container: SIGHUP reload x2", rs))
+    record_result(tmp_path, summary("container: SIGHUP reload x3", rs))
     assert [r for r in rs if not r.ok] == []
     assert all(r.value == VIRTUAL_TOTAL for r in rs)
 

@@ -35,6 +35,7 @@ from pylxcfs import syscalls
 from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.config import DaemonConfig
+from pylxcfs.fuse.wire import EXIT_CONNECTION_GONE
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ class Supervisor:
         self._watchdog_w = -1
         self._last_spawn = 0.0
         self._resend_ok = True
+        self._startup_failures = 0
         self.crashes = 0
+        self.connection_gone = False
 
     # -- mount and INIT ---------------------------------------------------------------------------
     def mount(self) -> None:
@@ -220,6 +223,7 @@ class Supervisor:
             return
         first = not any(x.ready for x in self.workers.values())
         w.ready = True
+        self._startup_failures = 0
         log.info("worker %d ready in %.0f ms", w.pid, (time.monotonic() - w.started) * 1000)
         for pid in w.replaces:
             old = self.workers.get(pid)
@@ -239,10 +243,18 @@ class Supervisor:
             del self.workers[w.pid]
             if w.ready_fd >= 0:
                 os.close(w.ready_fd)
-            if w.retiring_since is not None and code == 0:
+            if w.retiring_since is not None and code in (0, EXIT_CONNECTION_GONE):
                 log.info("worker %d retired", w.pid)
                 continue
+            if code == EXIT_CONNECTION_GONE:
+                # The kernel ended the connection (an external umount of the last mount, or an abort via
+                # fusectl): nothing left to serve, so the daemon ends too, as C lxcfs does.
+                log.warning("worker %d: the FUSE connection is gone (unmounted?): shutting down", w.pid)
+                self.connection_gone = True
+                continue
             self.crashes += 1
+            if not w.ready:
+                self._startup_failures += 1
             log.warning("worker %d died (%s)%s", w.pid, f"signal {-code}" if code < 0 else f"exit {code}",
                         "" if w.ready else " before it was ready")
             # Whatever it had read and not answered would wait forever: have the kernel queue it again.
@@ -255,7 +267,9 @@ class Supervisor:
     def _ensure_worker(self) -> None:
         if self._serving():
             return
-        if time.monotonic() - self._last_spawn >= RESPAWN_MIN_INTERVAL_S:
+        # A worker that cannot even start (broken code on disk) is retried once a second, not in a tight loop.
+        interval = RESPAWN_MIN_INTERVAL_S if self._startup_failures < 3 else 1.0
+        if time.monotonic() - self._last_spawn >= interval:
             self.spawn()
 
     def _check_deadlines(self) -> None:
@@ -303,6 +317,8 @@ class Supervisor:
                         self._ready(w)
                 sigs, self._signals = self._signals, []
                 self._reap()
+                if self.connection_gone:
+                    return self.shutdown()
                 if signal.SIGTERM in sigs or signal.SIGINT in sigs:
                     log.info("signal %s: shutting down", "TERM" if signal.SIGTERM in sigs else "INT")
                     return self.shutdown()

@@ -30,6 +30,7 @@ from pylxcfs.fuse.ops import FsError, Operations
 
 log = logging.getLogger(__name__)
 
+EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
 ENTRY_TIMEOUT_S = 0.5  # lxcfs's entry_timeout/attr_timeout; 0 costs 13-35% (fuse-bindings.md §4d)
 ATTR_TIMEOUT_S = 0.5
 
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         renderer.close()
     log.info("exiting (%s) after %d requests", why, dispatcher.requests)
-    return 0
+    # A distinct status tells the supervisor the connection itself is gone (someone unmounted us).
+    return EXIT_CONNECTION_GONE if why in ("unmounted", "destroyed") else 0
 
 
 if __name__ == "__main__":
