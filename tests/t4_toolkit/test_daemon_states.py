@@ -125,14 +125,23 @@ def test_sigkilled_daemon_stale_mount_then_recover(tenv: Env, own_daemon: C.Daem
 
 
 def test_sigkilled_default_daemon(tenv: Env, own_daemon: C.Daemon) -> None:
-    """Whatever daemon the suite runs (ours by default): after SIGKILL check-lxcfs says dead (5) while a mount is
-    left, absent (1) once it is gone (our daemon's watchdog may lazily unmount); never 0, never a hang."""
+    """Whatever daemon the suite runs (ours by default): after SIGKILL of the whole daemon, check-lxcfs says dead
+    (5) while a mount is left at the dir, absent (1) once it is gone (our daemon's watchdog lazily unmounts it);
+    never 0, never a hang. The container's overlays are separate mounts and stay (stale) either way, until the
+    stop path's `umount --all` gives it host values."""
     d = own_daemon.mountpoint
+    ct = tenv.run("killed-default", hook_stage="createRuntime", lxcfs_dir=d)
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.kill()
     rc, out, el = _timed(tenv, f"check-lxcfs after SIGKILL ({own_daemon.impl})", "check-lxcfs", lxcfs_dir=d)
-    still = own_daemon.mounted()
-    if still:
+    if own_daemon.mounted():
         assert rc in (1, 5), out  # the watchdog may unmount between our two looks
     else:
         assert rc == 1, out
     assert el < CHECK_TIMEOUT + 5
+    assert _lxcfs_overlays(ct), "the container's overlays should still be there (stale)"
+    rc, out, el = _timed(tenv, f"umount --all after SIGKILL ({own_daemon.impl})", "umount", "--all", lxcfs_dir=d)
+    assert rc == 0 and el < 30, out
+    assert _lxcfs_overlays(ct) == []
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    ct.stop()

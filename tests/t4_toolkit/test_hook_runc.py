@@ -161,6 +161,13 @@ def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
         assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
         assert tenv.toolkit("umount", "-c", "switch").returncode == 0
         assert not _lxcfs_by_target(ct)
+        # Registered by the hook for tenv.lxcfs and now without overlays: --all of the OTHER daemon leaves it alone,
+        # --all of its own daemon takes it.
+        r = tenv.toolkit("remount", "--all", "--json", lxcfs_dir=other.mountpoint)
+        assert r.returncode == 0 and "switch" not in {x["id"] for x in json.loads(r.stdout)["results"]}
+        r = tenv.toolkit("remount", "--all", "--json")
+        assert r.returncode == 0 and "switch" in {x["id"] for x in json.loads(r.stdout)["results"]}, r.stdout
+        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     finally:
         other.stop()
     ct.stop()

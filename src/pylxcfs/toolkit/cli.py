@@ -129,7 +129,8 @@ def cmd_remount_umount(args: argparse.Namespace) -> int:
     elif args.all:
         if args.container_id:
             log.warning("--all given: ignoring --container-id")
-        targets = ops.select_for_all(_candidates(args), args.include_unconfigured)
+        targets = ops.select_for_all(_candidates(args), args.include_unconfigured,
+                                     probe.canonical_dir(args.lxcfs_dir))
         log.info(f"{kind} for all containers set up for lxcfs: {len(targets)} found")
     elif args.container_id:
         targets = [resolve_id(args.container_id, _candidates(args))]

@@ -49,6 +49,7 @@ class Candidate:
     name: str | None = None
     registered: bool = False
     aliases: list[str] = field(default_factory=list)
+    lxcfs_dir: str | None = None  # the daemon dir the hook registered it for
 
 
 def parse_roots(spec: str) -> list[tuple[str, str]]:
@@ -154,6 +155,7 @@ def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = T
     def add(c: Candidate) -> None:
         if c.id in by_id:
             by_id[c.id].registered |= c.registered
+            by_id[c.id].lxcfs_dir = by_id[c.id].lxcfs_dir or c.lxcfs_dir
             return
         if c.pid in by_pid:
             other = by_pid[c.pid]
@@ -166,7 +168,8 @@ def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = T
     records = registry.prune(registry_dir, registry.load(registry_dir))
     for rec in records:
         if rec.pid:
-            add(Candidate(rec.id, rec.pid, rec.start_time, "registry", rec.rootfs, rec.name, registered=True))
+            add(Candidate(rec.id, rec.pid, rec.start_time, "registry", rec.rootfs, rec.name, registered=True,
+                          lxcfs_dir=rec.lxcfs_dir or None))
     for kind, pattern in roots:
         for root in sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]:
             for c in scan_root(kind, root):
@@ -175,6 +178,7 @@ def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = T
     for rec in records:
         if not rec.pid and rec.id in by_id:
             by_id[rec.id].registered = True
+            by_id[rec.id].lxcfs_dir = rec.lxcfs_dir or None
     if procscan:
         for c in scan_proc():
             if c.pid not in by_pid:

@@ -41,8 +41,14 @@ def has_lxcfs(pid: int) -> bool:
     return bool(lxcfs_mounts_under(container_mounts(pid), "/", OVERLAY_PREFIXES))
 
 
-def select_for_all(cands: list[Candidate], include_unconfigured: bool) -> list[Candidate]:
-    return [c for c in cands if include_unconfigured or c.registered or has_lxcfs(c.pid)]
+def select_for_all(cands: list[Candidate], include_unconfigured: bool, lxcfs_dir: str | None = None
+                   ) -> list[Candidate]:
+    """--all: registered for this lxcfs dir (the hook records which daemon it mounted from), or showing lxcfs
+    overlays on /proc or /sys; every candidate with include_unconfigured."""
+    def registered_here(c: Candidate) -> bool:
+        return c.registered and (lxcfs_dir is None or not c.lxcfs_dir or c.lxcfs_dir == lxcfs_dir)
+
+    return [c for c in cands if include_unconfigured or registered_here(c) or has_lxcfs(c.pid)]
 
 
 def _same_mntns_as_us(pid: int) -> bool:
