@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import Env, host_meminfo_total_kib, meminfo_total_kib, read_in
+from t4_toolkit.conftest import HOOK, Env, host_meminfo_total_kib, meminfo_total_kib, read_in
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -144,4 +144,19 @@ def test_sigkilled_default_daemon(tenv: Env, own_daemon: C.Daemon) -> None:
     assert rc == 0 and el < 30, out
     assert _lxcfs_overlays(ct) == []
     assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    ct.stop()
+
+
+def test_strict_hook_blocks_the_start_and_default_does_not(tenv: Env) -> None:
+    empty = tenv.base / "no-daemon-here"
+    empty.mkdir(exist_ok=True)
+    b = tenv.bundle("strict-hook")
+    b.add_hook("createRuntime", HOOK, tenv.hook_args("createRuntime", "--strict", lxcfs_dir=empty), timeout=20)
+    with pytest.raises(RuntimeError, match="hook"):
+        tenv.runtime.run("strict-hook", b)
+    tenv.runtime.delete("strict-hook")
+    ct = tenv.run("lenient-hook", hook_stage="createRuntime", lxcfs_dir=empty)
+    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    log = (tenv.base / "hook.log").read_text()
+    assert "container=lenient-hook" in log and "nothing is mounted" in log
     ct.stop()
