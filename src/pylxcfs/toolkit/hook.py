@@ -51,6 +51,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _positive(v: str) -> float:
+    f = float(v)
+    if not f > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return f
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lxcfs-hook", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--log", help="append log lines to FILE (0600) instead of stderr")
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "only drops the container's registry record")
     p.add_argument("--strict", action="store_true", help="exit 1 on any failure (blocks the container start)")
     p.add_argument("--registry-dir", help=f"default {registry.DEFAULT_REGISTRY_DIR} (env PYLXCFS_REGISTRY_DIR)")
-    p.add_argument("--timeout", type=float, default=5.0, help="deadline for the mount work, s (default 5; keep it "
+    p.add_argument("--timeout", type=_positive, default=5.0, help="deadline for the mount work, s (default 5; keep it "
                                                               "below the hook's timeout in the spec)")
     p.add_argument("--no-register", action="store_true", help="do not record the container in the registry")
     return p
