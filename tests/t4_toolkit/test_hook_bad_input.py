@@ -215,3 +215,14 @@ def test_crun_runtime() -> None:
         pytest.skip(f"crun cannot run here: cgroup v2 controllers {controllers.read_text().split()} on a hybrid "
                     "host ('cgroups in hybrid mode not supported'); needs a host cgroup remount")
     raise AssertionError("cgroup v2 has no controllers here: crun should work; add a crun hook test")
+
+
+def test_usage_errors_fail_open() -> None:
+    """A wrong hook entry (unknown flag, bad value) must not block every start: exit 0, the error on stderr; 2 with
+    --strict."""
+    for args in (["--bogus"], ["--timeout", "-1"], ["--stage", "poststart"]):
+        r = subprocess.run([HOOK, *args], input="{}", capture_output=True, text=True, timeout=30, check=False)
+        assert r.returncode == 0 and "error" in r.stderr, (args, r)
+        r = subprocess.run([HOOK, *args, "--strict"], input="{}", capture_output=True, text=True, timeout=30,
+                           check=False)
+        assert r.returncode == 2, (args, r)

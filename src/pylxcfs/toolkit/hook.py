@@ -46,9 +46,13 @@ MAX_STATE_BYTES = 1 << 20
 
 
 class _Parser(argparse.ArgumentParser):
+    """A misconfigured hook entry must not block every container start either (fail-open, design.md §3.6): a usage
+    error is reported on stderr (which the runtime logs) and exits 0, or 2 when --strict is among the arguments."""
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        strict = "--strict" in sys.argv[1:]
+        self.exit(2 if strict else 0, f"{self.prog}: error: {message}\n")
 
 
 def _positive(v: str) -> float:
