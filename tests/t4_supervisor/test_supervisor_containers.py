@@ -9,6 +9,7 @@ $PYLXCFS_T4_RESULTS when set)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -135,7 +136,7 @@ def loop(cenv: Env, daemon: Daemon) -> Iterator[tuple[C.Container, Path]]:
         yield ct, log
     finally:
         for p in [*daemon.workers(), daemon.pid]:
-            with __import__("contextlib").suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGCONT)
         ct.stop()
 

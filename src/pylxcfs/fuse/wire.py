@@ -96,6 +96,8 @@ class Dispatcher:
             self.errors += 1
             log.exception("op %d ino %d pid %d failed", h.opcode, h.nodeid, h.pid)
             return P.reply_error(h.unique, errno.EIO)
+        if self.debug:
+            log.debug("op %d ino %d pid %d unique %#x -> %d bytes", h.opcode, h.nodeid, h.pid, h.unique, len(out))
         return P.reply(h.unique, out)
 
     # -- handlers: (header, body) -> reply payload -------------------------------------------------
