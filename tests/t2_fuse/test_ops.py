@@ -119,8 +119,12 @@ def test_handle_from_another_worker_is_rendered_for_the_reader(renderer: FakeRen
     old = Operations(renderer, salt=1)
     new = Operations(renderer, salt=2)
     fh = old.open(MEMINFO, os.O_RDONLY, 5555)
+    fh2 = old.open(MEMINFO, os.O_RDONLY, 5555)
     data = new.read(MEMINFO, fh, 0, 1 << 20, 6666)  # the old worker is gone; the reader is 6666
     assert data == renderer.render("proc/meminfo", 6666)
+    assert new.read(MEMINFO, fh, 100, 50, 6666) == data[100:150]  # then served from what was rendered
+    # a foreign handle first read from the middle: EOF, never a splice of two renders
+    assert new.read(MEMINFO, fh2, 1000, 50, 6666) == b""
     # a handle the new worker hands out never collides with the old one's
     assert new.open(MEMINFO, os.O_RDONLY, 1) >> 32 != fh >> 32
 

@@ -8,8 +8,9 @@ error path out. It makes no rendering decisions and imports no FUSE binding.
 
 Handles are 64-bit: a random per-process salt in the high 32 bits and a counter in the low 32. A
 worker that replaced a crashed or retired one therefore never mistakes a handle opened through its
-predecessor for one of its own; for such a foreign handle it renders again for the reading pid (what
-C lxcfs does on every read at offset 0) and keeps the result under that handle.
+predecessor for one of its own; for such a foreign handle read from offset 0 it renders again for the
+reading pid (what C lxcfs does on every read at offset 0) and keeps the result under that handle; read
+from the middle, it answers end-of-file rather than splice two snapshots.
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ class Operations:
 
     def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
         """Bytes [offset, offset+size) of the handle's content (b"" at or past the end)."""
+        if offset < 0:
+            raise FsError(errno.EINVAL, "negative offset")
         data = self._handles.get(fh)
         if data is None:
             data = self._foreign.get(fh)
@@ -193,14 +196,19 @@ class Operations:
                 node = self.tree.node(ino)
                 if node.is_dir:
                     raise FsError(errno.EISDIR, node.path)
-                # A handle opened through a previous worker: render for the reader (see module doc).
+                if offset > 0:
+                    # A handle opened through a previous worker, read from the middle: its bytes died with
+                    # that worker, and splicing in a new render could mix two snapshots (or a longer one's
+                    # tail). End of file, as C lxcfs answers a read at offset > 0 on an fd that never
+                    # generated content (virtual-files.md §3.4).
+                    log.debug("foreign handle %#x for %s read at %d: EOF", fh, node.path, offset)
+                    return b""
+                # Read from the start: render for the reader (see module doc).
                 log.debug("foreign handle %#x for %s: rendering for pid %d", fh, node.path, pid)
                 data = self.renderer.render(node.path, pid)
                 if len(self._foreign) >= _MAX_FOREIGN:
                     self._foreign.pop(next(iter(self._foreign)))
                 self._foreign[fh] = data
-        if offset < 0:
-            raise FsError(errno.EINVAL, "negative offset")
         return data[offset:offset + size]
 
     def release(self, fh: int) -> None:
