@@ -149,15 +149,17 @@ def test_concurrent_containers_never_see_each_others_view(
     C lxcfs 5.0.3 leaks A's MemTotal into ~10% of B's reads and truncates B's cpuinfo to A's length)."""
     a = podman.run_detached("--memory", "1g", "--cpuset-cpus", "0", *hook_annotations)
     b = podman.run_detached("--memory", "512m", "--cpuset-cpus", "0-1", *hook_annotations)
-    loop = "i=0; while [ $i -lt 400 ]; do cat /proc/meminfo /proc/cpuinfo >/dev/null; i=$((i+1)); done"
+    # A reads until B is done (a stop file), so the two overlap for all of B's reads.
+    loop = "while [ ! -e /tmp/stop ]; do cat /proc/meminfo /proc/cpuinfo >/dev/null; done"
     reader = subprocess.Popen(["podman", "exec", a, "sh", "-c", loop], env=podman.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out = podman.exec(b, "sh", "-c", "i=0; while [ $i -lt 100 ]; do "
+        out = podman.exec(b, "sh", "-c", "i=0; while [ $i -lt 200 ]; do "
                           "cat /proc/meminfo | grep MemTotal; cat /proc/cpuinfo | grep -c ^processor; i=$((i+1)); done")
     finally:
-        reader.wait(timeout=120)
+        podman.exec(a, "touch", "/tmp/stop", check=False)
+        reader.wait(timeout=60)
     mem = Counter(line.split()[1] for line in out.splitlines() if line.startswith("MemTotal"))
     cpus = Counter(line.strip() for line in out.splitlines() if not line.startswith("MemTotal"))
-    assert mem == Counter({str(512 << 10): 100}), f"B's MemTotal values over 100 reads: {dict(mem)}"
-    assert cpus == Counter({"2": 100}), f"B's processor counts over 100 reads: {dict(cpus)}"
+    assert mem == Counter({str(512 << 10): 200}), f"B's MemTotal values over 200 reads: {dict(mem)}"
+    assert cpus == Counter({"2": 200}), f"B's processor counts over 200 reads: {dict(cpus)}"
