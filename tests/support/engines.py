@@ -489,6 +489,12 @@ class Dockerd(_Harness):
     def pid(self, cid: str) -> int:
         return int(self("inspect", "--format", "{{.State.Pid}}", cid).stdout.strip())
 
+    def remove_created(self) -> None:
+        """docker rm -f the containers this harness started so far."""
+        if self.created:
+            self("rm", "-f", *self.created, check=False, timeout=60)
+            self.created.clear()
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             ids = self("ps", "-aq", check=False, timeout=20).stdout.split()

@@ -136,3 +136,40 @@ def test_umount_works_with_the_daemon_stopped(
     finally:
         lxcfs.sigcont()
     eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+
+
+def test_daemon_restart_then_remount_all_then_umount_all(
+    docker: eng.Dockerd, tmp_path: Path, served_files: list[str]
+) -> None:
+    """The seed's crash story on docker: a daemon restart leaves dead mounts (ENOTCONN) in running containers;
+    `remount --all` repairs every one; with the daemon gone for good, `umount --all` gives host values back.
+
+    A private daemon and registry, and discovery limited to this dockerd's runc state root, so `--all` can only
+    ever reach this test's containers (`--all` also picks any container showing lxcfs mounts)."""
+    docker.remove_created()  # earlier tests' containers: not this test's business
+    daemon = ct.start_daemon(tmp_path / "lxcfs", workdir=tmp_path)
+    tk = Toolkit(lxcfs_dir=daemon.mountpoint, log=tmp_path / "toolkit.log", env=dict(os.environ),
+                 registry_dir=tmp_path / "registry")
+    scope = ["--state-root", f"runc:{docker.runc_state_root}", "--no-procscan"]
+    try:
+        ids = [docker.run_detached("--memory", "1g", "--cpuset-cpus", "0") for _ in range(2)]
+        for cid in ids:
+            tk("remount", "--container-id", cid, *scope)
+            eng.assert_virtualized(_view(docker, cid), memory_bytes=GiB, cpus=1, served=served_files)
+
+        daemon.stop()
+        daemon = ct.start_daemon(tmp_path / "lxcfs", workdir=tmp_path)
+        for cid in ids:
+            r = docker("exec", cid, "head", "-c", "64", "/proc/meminfo", check=False)
+            assert r.returncode != 0 and "not connected" in r.stderr, (r.returncode, r.stdout, r.stderr)
+
+        tk("remount", "--all", *scope)
+        for cid in ids:
+            eng.assert_virtualized(_view(docker, cid), memory_bytes=GiB, cpus=1, served=served_files)
+
+        daemon.stop()
+        tk("umount", "--all", *scope)
+        for cid in ids:
+            eng.assert_host_view(_view(docker, cid), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+    finally:
+        daemon.stop()
