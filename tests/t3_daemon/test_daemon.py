@@ -208,3 +208,18 @@ def test_external_umount_ends_the_daemon(tmp_path: Path) -> None:
         assert "connection is gone" in d.log_text()
     finally:
         d.stop()
+
+
+def test_mfusepy_backend_sigkill_leaves_no_stale_mount(tmp_path: Path) -> None:
+    # auto_unmount: libfuse's fusermount3 watchdog unmounts when the single mfusepy process dies.
+    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)), "--fuse-backend", "mfusepy")
+    try:
+        assert (d.mnt / "proc/meminfo").read_text() == MEMINFO
+        os.kill(d.pid, 9)
+        d.proc.wait(5)
+        deadline = time.monotonic() + 5
+        while mountinfo_entry(d.mnt) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mountinfo_entry(d.mnt) is None
+    finally:
+        d.stop()
