@@ -16,7 +16,7 @@ APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc 
 	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-run apt-run apt-test run test lint unit bench clean
+.PHONY: install install-run apt-run apt-test run test lint unit bench demo clean
 
 apt-run:
 	@bash tools/apt-ensure.sh $(APT_RUN)
@@ -45,6 +45,9 @@ test: install lint
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -m "not e2e and not v2guest" $(PYTEST_ARGS)
+
+demo: install
+	bash tools/demo.sh
 
 bench: install
 	$(VPY) -m bench.run
