@@ -45,10 +45,10 @@ def test_parse_mountinfo_fields() -> None:
     ms = parse_mountinfo(MOUNTINFO)
     assert len(ms) == 12
     m = ms[2]
-    assert (m.mount_id, m.parent_id, m.root, m.mountpoint, m.fstype, m.source) == (
+    assert (m.mount_id, m.parent_id, m.root, m.mount_point, m.fstype, m.source) == (
         86, 85, "/proc/meminfo", "/proc/meminfo", "fuse.lxcfs", "lxcfs")
     assert m.is_shared and m.is_lxcfs and not ms[3].is_shared
-    assert ms[10].mountpoint == "/mnt/with space"
+    assert ms[10].mount_point == "/mnt/with space"
     assert ms[11].is_fuse and not ms[11].is_lxcfs
     with pytest.raises(ParseError):
         parse_mountinfo("garbage line\n")

@@ -186,7 +186,7 @@ def attach(plan: AttachPlan) -> dict[str, Any]:
         mounts = session.mountinfo()
         for t in wanted:
             here = [m for m, rel in lxcfs_mounts_under(mounts, plan.root, (t,)) if rel == t]
-            if len(here) == 1 and here[0].dev == plan.live_dev and top_mount_at(mounts, here[0].mountpoint) == here[0]:
+            if len(here) == 1 and here[0].dev == plan.live_dev and top_mount_at(mounts, here[0].mount_point) == here[0]:
                 kept.add(t)
                 outcomes.append(Outcome("/" + t, "kept", f"already served by the live daemon ({plan.live_dev})"))
     wanted -= kept

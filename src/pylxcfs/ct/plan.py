@@ -108,7 +108,7 @@ def lxcfs_mounts_under(mounts: list[Mount], root: str, prefixes: tuple[str, ...]
     for m in mounts:
         if not m.is_lxcfs:
             continue
-        rel = relative_to_root(m.mountpoint, root)
+        rel = relative_to_root(m.mount_point, root)
         if rel is not None and rel.startswith(prefixes):
             out.append((m, rel))
     return sorted(out, key=lambda t: t[0].mount_id, reverse=True)
@@ -117,4 +117,4 @@ def lxcfs_mounts_under(mounts: list[Mount], root: str, prefixes: tuple[str, ...]
 def stacked_lxcfs(mounts: list[Mount], root: str, target: str) -> int:
     """How many lxcfs mounts are stacked at root/target (0 = none; >1 = stacked, which remount must prevent)."""
     full = posixpath.join(posixpath.normpath(root), target)
-    return sum(1 for m in mounts if m.is_lxcfs and posixpath.normpath(m.mountpoint) == full)
+    return sum(1 for m in mounts if m.is_lxcfs and posixpath.normpath(m.mount_point) == full)
