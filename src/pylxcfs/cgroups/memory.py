@@ -16,6 +16,7 @@ v1 vs v2 (Documentation/admin-guide/cgroup-v1/memory.rst, cgroup-v2.rst "Memory"
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pylxcfs.context import CgroupDir
@@ -24,6 +25,10 @@ from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.keyvalue import parse_int, parse_limit
 
 _MAX_LEVELS = 1000  # LXCFS stops its ancestor walk after 1000 levels too
+
+# How files are read: hostfs.read_bytes (the default), or fdcache.FdCache.read (cached descriptors re-read
+# with pread at 0, which regenerates a cgroup file: fresh content on every call) on a live host.
+Reader = Callable[[str], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +103,17 @@ class MemorySnapshot:
     swappiness: int | None  # v1 memory.swappiness; None on v2 (no such file) or when not asked for
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, read: Reader = read_bytes) -> bytes | None:
     try:
-        return read_bytes(path)
+        return read(path)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise CgroupUnavailable(path, e.strerror or str(e)) from None
 
 
-def _required(path: str) -> bytes:
-    data = _read(path)
+def _required(path: str, read: Reader = read_bytes) -> bytes:
+    data = _read(path, read)
     if data is None:
         raise CgroupUnavailable(path)
     return data
@@ -125,12 +130,12 @@ def _ancestors(cg: CgroupDir) -> list[str]:
     return out
 
 
-def _min_limit(cg: CgroupDir, name: str, own_required: bool) -> int | None:
+def _min_limit(cg: CgroupDir, name: str, own_required: bool, read: Reader = read_bytes) -> int | None:
     """min over the chain of `name`; a missing file above the cgroup itself counts as unlimited."""
     best: int | None = None
     for i, d in enumerate(_ancestors(cg)):
         path = f"{d}/{name}"
-        data = _required(path) if (i == 0 and own_required) else _read(path)
+        data = _required(path, read) if (i == 0 and own_required) else _read(path, read)
         if data is None:
             continue
         v = parse_limit(data.decode(), path)
@@ -141,23 +146,23 @@ def _min_limit(cg: CgroupDir, name: str, own_required: bool) -> int | None:
     return best
 
 
-def memory_limit(cg: CgroupDir) -> int | None:
+def memory_limit(cg: CgroupDir, read: Reader = read_bytes) -> int | None:
     """Effective memory limit in bytes (min over the cgroup and its ancestors); None = unlimited."""
     # v1: the cgroup's own file must exist (spec §5.2); v2: memory.max is absent where the memory
     # controller is not enabled for that level, which means "no limit at that level".
-    return _min_limit(cg, "memory.max" if cg.v2 else "memory.limit_in_bytes", own_required=not cg.v2)
+    return _min_limit(cg, "memory.max" if cg.v2 else "memory.limit_in_bytes", own_required=not cg.v2, read=read)
 
 
-def memory_usage(cg: CgroupDir) -> int:
+def memory_usage(cg: CgroupDir, read: Reader = read_bytes) -> int:
     """Current memory usage in bytes (v1 usage_in_bytes, v2 memory.current)."""
     path = f"{cg.path}/{'memory.current' if cg.v2 else 'memory.usage_in_bytes'}"
-    return parse_int(_required(path).decode(), path)
+    return parse_int(_required(path, read).decode(), path)
 
 
-def memory_stat(cg: CgroupDir) -> MemoryStat:
+def memory_stat(cg: CgroupDir, read: Reader = read_bytes) -> MemoryStat:
     """The memory.stat values views use (bytes). Missing keys are 0 (older kernels lack some)."""
     path = f"{cg.path}/memory.stat"
-    text = _required(path).decode()
+    text = _required(path, read).decode()
     if not cg.v2:
         # v1 prints the cgroup-local keys first, then hierarchical_*_limit and the total_* keys we use
         # (memcg1_stat_format): skip the first half.
@@ -202,43 +207,45 @@ def _v1_swap_from_memsw(mem_limit: int | None, memsw_limit: int | None, mem_usag
     return SwapUsage(limit, max(0, memsw_usage - mem_usage))
 
 
-def swap(cg: CgroupDir, mem_limit: int | None, mem_usage: int, st: MemoryStat | None = None) -> SwapUsage | None:
+def swap(cg: CgroupDir, mem_limit: int | None, mem_usage: int, st: MemoryStat | None = None,
+         read: Reader = read_bytes) -> SwapUsage | None:
     """Swap limit (effective, swap only; None = unlimited) and usage; None if swap accounting is off.
     `mem_limit`/`mem_usage` are this cgroup's memory_limit()/memory_usage() (needed for v1's conversion)."""
     if cg.v2:
         path = f"{cg.path}/memory.swap.current"
-        cur = _read(path)
+        cur = _read(path, read)
         if cur is None:
             return None
-        return SwapUsage(_min_limit(cg, "memory.swap.max", own_required=False), parse_int(cur.decode(), path))
+        return SwapUsage(_min_limit(cg, "memory.swap.max", own_required=False, read=read),
+                         parse_int(cur.decode(), path))
     upath = f"{cg.path}/memory.memsw.usage_in_bytes"
-    used = _read(upath)
+    used = _read(upath, read)
     if used is None:
         return None
     if st is not None and st.has_hierarchical_limit:
         memsw_limit = st.hierarchical_memsw_limit  # the kernel's min over ancestors (see MemoryStat)
     else:
-        memsw_limit = _min_limit(cg, "memory.memsw.limit_in_bytes", own_required=True)
+        memsw_limit = _min_limit(cg, "memory.memsw.limit_in_bytes", own_required=True, read=read)
     return _v1_swap_from_memsw(mem_limit, memsw_limit, mem_usage, parse_int(used.decode(), upath))
 
 
-def swappiness(cg: CgroupDir) -> int | None:
+def swappiness(cg: CgroupDir, read: Reader = read_bytes) -> int | None:
     """v1 memory.swappiness (0 disables swapping for the cgroup); None on v2 or when absent."""
     if cg.v2:
         return None
     path = f"{cg.path}/memory.swappiness"
-    data = _read(path)
+    data = _read(path, read)
     return None if data is None else parse_int(data.decode(), path)
 
 
-def snapshot(cg: CgroupDir, want_swap: bool) -> MemorySnapshot:
+def snapshot(cg: CgroupDir, want_swap: bool, read: Reader = read_bytes) -> MemorySnapshot:
     """Everything meminfo/swaps need, each file read once. want_swap False skips the swap files (used when
     the host has no swap or -u is set: the answer is 0 whatever the cgroup says)."""
-    st = memory_stat(cg)
+    st = memory_stat(cg, read)
     # v1 computes min(memory.limit_in_bytes) up the tree itself, so the memory.stat we read anyway
     # replaces the ancestor walk (~6 us per level on this machine).
-    limit = st.hierarchical_limit if st.has_hierarchical_limit else memory_limit(cg)
-    usage = memory_usage(cg)
-    sw = swap(cg, limit, usage, st) if want_swap else None
-    swp = swappiness(cg) if want_swap else None
+    limit = st.hierarchical_limit if st.has_hierarchical_limit else memory_limit(cg, read)
+    usage = memory_usage(cg, read)
+    sw = swap(cg, limit, usage, st, read) if want_swap else None
+    swp = swappiness(cg, read) if want_swap else None
     return MemorySnapshot(limit, usage, st, sw, swp)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pylxcfs.cgroups import memory
 from pylxcfs.context import ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.views.meminfo import swap_kib
+from pylxcfs.views.meminfo import reader, swap_kib
 
 
 def render_swaps(header: str, host_swap_kib: int, mem: memory.MemorySnapshot, opts: ViewOptions) -> str:
@@ -43,9 +43,10 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """View entry point (context.py contract)."""
     if ctx.memory is None:
         raise CgroupUnavailable("memory", "no memory cgroup for the container")
-    text = env.root.read_proc("swaps").decode()
+    read = reader(env)  # cached descriptors on a live host (views/meminfo.py): always fresh content
+    text = read(env.root.proc_path("swaps")).decode()
     header = text.split("\n", 1)[0]
     host_swap = host_swap_kib(text)
     if env.opts.disable_swap or host_swap <= 0:
         return header + "\n"  # nothing to show whatever the cgroup says: skip the cgroup reads
-    return render_swaps(header, host_swap, memory.snapshot(ctx.memory, want_swap=True), env.opts)
+    return render_swaps(header, host_swap, memory.snapshot(ctx.memory, want_swap=True, read=read), env.opts)

@@ -15,6 +15,7 @@ from pylxcfs.context import CgroupDir, ContainerContext, ViewEnv
 from pylxcfs.errors import ParseError
 from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.keyvalue import parse_flat_keyed, parse_int
+from pylxcfs.views.meminfo import Reader, reader
 
 # USER_HZ: the unit of /proc/<pid>/stat times; 100 on every Linux ABI (include/asm-generic/param.h).
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -27,25 +28,26 @@ def render_uptime(host_uptime_s: float, init_start_ticks: int, busy_s: float, cl
     return f"{age:.2f} {idle:.2f}\n"
 
 
-def cpu_busy_s(cg: CgroupDir | None) -> float:
+def cpu_busy_s(cg: CgroupDir | None, read: Reader = read_bytes) -> float:
     """CPU time used by the cgroup, in seconds; 0.0 if it cannot be read (then idle = uptime)."""
     if cg is None:
         return 0.0
     try:
         if cg.v2:
             path = f"{cg.path}/cpu.stat"
-            return parse_flat_keyed(read_bytes(path).decode(), path).get("usage_usec", 0) / 1e6
+            return parse_flat_keyed(read(path).decode(), path).get("usage_usec", 0) / 1e6
         path = f"{cg.path}/cpuacct.usage"
-        return parse_int(read_bytes(path).decode(), path) / 1e9
+        return parse_int(read(path).decode(), path) / 1e9
     except (OSError, ParseError):
         return 0.0
 
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """View entry point (context.py contract)."""
-    text = env.root.read_proc("uptime").decode()
+    read = reader(env)  # cached descriptors on a live host (views/meminfo.py): always fresh content
+    text = read(env.root.proc_path("uptime")).decode()
     try:
         host_up = float(text.split()[0])
     except (IndexError, ValueError):
         raise ParseError("uptime", "expected '<seconds> <idle>'", line=text) from None
-    return render_uptime(host_up, ctx.init_start_ticks, cpu_busy_s(ctx.cpuacct))
+    return render_uptime(host_up, ctx.init_start_ticks, cpu_busy_s(ctx.cpuacct, read))
