@@ -211,6 +211,10 @@ class Operations:
                 self._foreign[fh] = data
         return data[offset:offset + size]
 
+    def own_content(self, fh: int) -> bytes | None:
+        """The bytes of a handle this process opened, or None (unknown, or foreign: use read())."""
+        return self._handles.get(fh)
+
     def release(self, fh: int) -> None:
         """Forget a handle (unknown handles are ignored: their owner may have been another worker)."""
         if self._handles.pop(fh, None) is None:

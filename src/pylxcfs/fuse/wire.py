@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,17 @@ _ENOSYS_OPS = frozenset({P.Opcode.SYMLINK, P.Opcode.MKNOD, P.Opcode.UNLINK, P.Op
                          P.Opcode.GETXATTR, P.Opcode.LISTXATTR, P.Opcode.REMOVEXATTR})
 
 
+# Fast path of Dispatcher.handle (issue 5): a reader's open() costs 5 requests (OPEN, READ, READ at EOF, FLUSH,
+# RELEASE); READ and RELEASE of our own handles are answered from the raw bytes, without building an InHeader.
+_FAST_HEADER = struct.Struct("=IIQ").unpack_from  # len opcode unique (fuse_in_header's head)
+_FAST_READ = struct.Struct("=QQI").unpack_from  # fuse_read_in: fh offset size
+_FAST_FH = struct.Struct("=Q").unpack_from  # fuse_release_in: fh
+_FAST_OUT = P.OUT_HEADER.pack
+_HDR = P.IN_HEADER.size
+_READ_MIN = _HDR + P.READ_IN.size
+_RELEASE_MIN = _HDR + P.RELEASE_IN.size
+
+
 class Dispatcher:
     """Turns one request (bytes read from /dev/fuse) into one reply (bytes to write), or None."""
 
@@ -58,7 +70,7 @@ class Dispatcher:
             P.Opcode.OPEN: self._open,
             P.Opcode.READ: self._read,
             P.Opcode.RELEASE: self._release,
-            P.Opcode.FLUSH: self._ok,
+            P.Opcode.FLUSH: self._flush,
             P.Opcode.FSYNC: self._ok,
             P.Opcode.OPENDIR: self._opendir,
             P.Opcode.READDIR: self._readdir,
@@ -72,6 +84,26 @@ class Dispatcher:
 
     def handle(self, buf: bytes) -> bytes | None:
         """Answer one request. Never raises: an unexpected exception becomes EIO plus a log line."""
+        if not self.debug and len(buf) >= _HDR:
+            # Same answers as the general path below, for the requests every reader sends (~2 us less each).
+            _length, opcode, unique = _FAST_HEADER(buf)
+            if opcode == P.Opcode.READ and len(buf) >= _READ_MIN:
+                fh, offset, size = _FAST_READ(buf, _HDR)
+                data = self.ops.own_content(fh)
+                if data is not None:  # else: a foreign handle, below
+                    self.requests += 1
+                    self.last_opened = None
+                    out = data[offset:offset + size]
+                    return _FAST_OUT(16 + len(out), 0, unique) + out
+            elif opcode == P.Opcode.RELEASE and len(buf) >= _RELEASE_MIN:
+                self.requests += 1
+                self.last_opened = None
+                self.ops.release(_FAST_FH(buf, _HDR)[0])
+                return _FAST_OUT(16, 0, unique)
+            elif opcode == P.Opcode.FLUSH:
+                self.requests += 1
+                self.last_opened = None
+                return _FAST_OUT(16, -errno.ENOSYS, unique)
         h = P.decode_header(buf)
         self.requests += 1
         self.last_opened = None
@@ -131,6 +163,12 @@ class Dispatcher:
 
     def _ok(self, h: P.InHeader, body: memoryview) -> bytes:
         return b""
+
+    def _flush(self, h: P.InHeader, body: memoryview) -> bytes:
+        # ENOSYS, not 0: the kernel then sets fc->no_flush and never sends FLUSH again (fs/fuse/file.c
+        # fuse_flush; libfuse answers the same for a filesystem without a flush op), and close() returns 0
+        # either way. We have nothing to flush; this saves one of the five round trips of every open().
+        raise FsError(errno.ENOSYS, "flush")
 
     def _write(self, h: P.InHeader, body: memoryview) -> bytes:
         raise FsError(errno.EINVAL, "write")  # lxcfs: write to /proc files -> EINVAL (write opens fail first)
