@@ -34,7 +34,7 @@ def req(opcode: int, body: bytes, unique: int, nodeid: int = MEMINFO, pid: int =
 
 
 def read_body(fh: int, off: int, size: int) -> bytes:
-    return P.READ_IN.pack(fh, off, size, 0, 0, 0, 0)
+    return P.READ_IN.pack(fh, off, size, P.FUSE_READ_LOCKOWNER, 0, 0, 0)  # a read(2) (fuse_direct_io)
 
 
 def test_fast_path_answers_like_the_general_path() -> None:

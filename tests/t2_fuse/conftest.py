@@ -37,7 +37,7 @@ def request(opcode: int, body: bytes = b"", nodeid: int = P.FUSE_ROOT_ID, pid: i
 
 
 def read_body(fh: int, offset: int, size: int) -> bytes:
-    return P.READ_IN.pack(fh, offset, size, 0, 0, os.O_RDONLY, 0)
+    return P.READ_IN.pack(fh, offset, size, P.FUSE_READ_LOCKOWNER, 0, os.O_RDONLY, 0)  # read(2): fuse_direct_io
 
 
 def split_reply(out: bytes | None, unique: int = 7) -> tuple[int, bytes]:

@@ -108,6 +108,12 @@ FUSE_MAX_PAGES = 1 << 22
 FUSE_INIT_EXT = 1 << 30
 FUSE_HAS_RESEND = 1 << 39
 
+# fuse_read_in.read_flags. FUSE_READ_LOCKOWNER tells a read(2) through a FOPEN_DIRECT_IO file (fs/fuse/file.c
+# fuse_direct_io passes owner = current->files to fuse_send_read, which sets it) from a page-cache fill (fuse_read_folio,
+# fuse_readahead: no owner, read_flags 0), which is what sendfile(2)/splice(2) cause since Linux 6.5 (fuse_splice_read
+# -> filemap_splice_read, even for FOPEN_DIRECT_IO files) and MAP_PRIVATE mmap faults. See Dispatcher._read.
+FUSE_READ_LOCKOWNER = 1 << 1
+
 # fuse_open_out.open_flags
 FOPEN_DIRECT_IO = 1 << 0
 FOPEN_KEEP_CACHE = 1 << 1
@@ -283,7 +289,9 @@ def negotiate_init(init: InitIn) -> tuple[bytes, InitResult | None]:
         raise ValueError(f"unsupported FUSE protocol {init.major}.{init.minor}")
     minor = min(init.minor, FUSE_KERNEL_MINOR_VERSION)
     flags = init.flags & _WANTED
-    body = INIT_OUT.pack(FUSE_KERNEL_VERSION, minor, init.max_readahead, flags & 0xFFFFFFFF, 16, 12, MAX_WRITE, 1,
+    # max_readahead 0: readahead only ever fills the inode's page cache, which the workers refuse to fill (page-cache
+    # READs get EINVAL, see wire.Dispatcher._read); 0 spares a sendfile reader the refused async readahead request.
+    body = INIT_OUT.pack(FUSE_KERNEL_VERSION, minor, 0, flags & 0xFFFFFFFF, 16, 12, MAX_WRITE, 1,
                          MAX_PAGES, 0, flags >> 32, 0, 0)
     if minor < 23:
         body = body[:24]  # FUSE_COMPAT_22_INIT_OUT_SIZE

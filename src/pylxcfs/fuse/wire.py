@@ -46,7 +46,7 @@ _ENOSYS_OPS = frozenset({P.Opcode.SYMLINK, P.Opcode.MKNOD, P.Opcode.UNLINK, P.Op
 # Fast path of Dispatcher.handle (issue 5): a reader's open() costs 5 requests (OPEN, READ, READ at EOF, FLUSH,
 # RELEASE); READ and RELEASE of our own handles are answered from the raw bytes, without building an InHeader.
 _FAST_HEADER = struct.Struct("=IIQ").unpack_from  # len opcode unique (fuse_in_header's head)
-_FAST_READ = struct.Struct("=QQI").unpack_from  # fuse_read_in: fh offset size
+_FAST_READ = struct.Struct("=QQII").unpack_from  # fuse_read_in: fh offset size read_flags
 _FAST_FH = struct.Struct("=Q").unpack_from  # fuse_release_in: fh
 _FAST_OUT = P.OUT_HEADER.pack
 _HDR = P.IN_HEADER.size
@@ -88,9 +88,9 @@ class Dispatcher:
             # Same answers as the general path below, for the requests every reader sends (~2 us less each).
             _length, opcode, unique = _FAST_HEADER(buf)
             if opcode == P.Opcode.READ and len(buf) >= _READ_MIN:
-                fh, offset, size = _FAST_READ(buf, _HDR)
-                data = self.ops.own_content(fh)
-                if data is not None:  # else: a foreign handle, below
+                fh, offset, size, read_flags = _FAST_READ(buf, _HDR)
+                data = self.ops.own_content(fh) if read_flags & P.FUSE_READ_LOCKOWNER else None
+                if data is not None:  # else: a foreign handle or a page-cache fill, below
                     self.requests += 1
                     self.last_opened = None
                     out = data[offset:offset + size]
@@ -153,7 +153,17 @@ class Dispatcher:
         return P.encode_open(fh, P.FOPEN_DIRECT_IO)
 
     def _read(self, h: P.InHeader, body: memoryview) -> bytes:
-        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        fh, offset, size, read_flags, *_ = P.READ_IN.unpack_from(body)
+        if not read_flags & P.FUSE_READ_LOCKOWNER:
+            # A page-cache fill, not a read(2): since Linux 6.5 sendfile(2)/splice(2) on a FOPEN_DIRECT_IO file go
+            # through filemap_splice_read (fs/fuse/file.c fuse_splice_read), i.e. through the ONE page cache and
+            # i_size of the inode, which every container's bind mount of this file shares. Filling it would let
+            # another container's concurrent sendfile read these bytes (measured: 5-10% of busybox `cat` reads
+            # showed the other container's MemTotal) and a short content would shrink i_size for everyone. Refused,
+            # the cache stays empty: sendfile fails with EINVAL ("in_fd does not support this", sendfile(2)) and
+            # busybox cat, Python's shutil and coreutils fall back to read(2), which is served per open below.
+            # read(2) READs always carry FUSE_READ_LOCKOWNER (fuse_direct_io: owner = current->files).
+            raise FsError(errno.EINVAL, "page-cache read (sendfile/splice/mmap) refused")
         return self.ops.read(h.nodeid, fh, offset, size, h.pid)
 
     def _release(self, h: P.InHeader, body: memoryview) -> bytes:
