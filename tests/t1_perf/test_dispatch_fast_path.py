@@ -68,6 +68,8 @@ def test_fast_path_answers_like_the_general_path() -> None:
         req(P.Opcode.RELEASE, P.RELEASE_IN.pack(foreign, 0, 0, 0), u + 7),
         req(P.Opcode.RELEASE, P.RELEASE_IN.pack(12345, 0, 0, 0), u + 8),  # unknown handle: ignored
         req(P.Opcode.READ, read_body(opens[1], 0, 100), u + 9, nodeid=stable_ino("proc")),  # a directory ino
+        # a page-cache fill (no FUSE_READ_LOCKOWNER: sendfile/splice/mmap) of an own handle: general path's answer
+        req(P.Opcode.READ, P.READ_IN.pack(opens[1], 0, 4096, 0, 0, 0, 0), u + 10),
     ]
     for r in seq:
         a, b = fast.handle(r), slow.handle(r)
