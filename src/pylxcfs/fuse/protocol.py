@@ -109,9 +109,10 @@ FUSE_INIT_EXT = 1 << 30
 FUSE_HAS_RESEND = 1 << 39
 
 # fuse_read_in.read_flags. FUSE_READ_LOCKOWNER tells a read(2) through a FOPEN_DIRECT_IO file (fs/fuse/file.c
-# fuse_direct_io passes owner = current->files to fuse_send_read, which sets it) from a page-cache fill (fuse_read_folio,
-# fuse_readahead: no owner, read_flags 0), which is what sendfile(2)/splice(2) cause since Linux 6.5 (fuse_splice_read
-# -> filemap_splice_read, even for FOPEN_DIRECT_IO files) and MAP_PRIVATE mmap faults. See Dispatcher._read.
+# fuse_direct_io passes owner = current->files to fuse_send_read, which sets it) from a page-cache fill
+# (fuse_read_folio, fuse_readahead: no owner, read_flags 0), which is what sendfile(2)/splice(2) cause since Linux
+# 6.5 (fuse_splice_read -> filemap_splice_read, even for FOPEN_DIRECT_IO files) and MAP_PRIVATE mmap faults.
+# See Dispatcher._read.
 FUSE_READ_LOCKOWNER = 1 << 1
 
 # fuse_open_out.open_flags
