@@ -29,28 +29,28 @@ def _devt(tok: str, source: str, lineno: int, line: str) -> DevT:
     return (int(major), int(minor))
 
 
-_RWSTAT_ROW = re.compile(r"^(\d+:\d+) (\S+) (\d+)$", re.MULTILINE)
-_RWSTAT_TOTAL = re.compile(r"^Total \d+$", re.MULTILINE)
+# The exact shape the kernel prints (blk-cgroup-rwstat.c: "%s %s %llu\n" rows, then "Total %llu\n").
+_RWSTAT_SHAPE = re.compile(r"(?:\d+:\d+ \S+ \d+\n)*Total \d+\n?")
 
 
 def parse_blkio_rwstat(text: str, source: str) -> dict[DevT, dict[str, int]]:
     """v1 `MAJ:MIN Op value` lines -> {dev: {"Read": n, "Write": n, ...}}; the trailing `Total N` is dropped."""
-    # Fast path (this runs on every open of diskstats): one regex pass; it is exact when every non-blank
-    # line is a row or the Total line, which the count check proves. Otherwise the strict loop below
-    # finds and reports the offending line.
-    rows = _RWSTAT_ROW.findall(text)
-    lines = text.splitlines()
-    if len(rows) + len(_RWSTAT_TOTAL.findall(text)) == len(lines) - lines.count(""):
-        by_tok: dict[str, dict[str, int]] = {}
-        for tok, op, val in rows:
-            d = by_tok.get(tok)
-            if d is None:
-                d = by_tok[tok] = {}
-            d[op] = int(val)
+    # Fast path (this runs up to 3 times per open of diskstats): when the whole text has the kernel's exact
+    # shape (one fullmatch, ~0.6 us), its whitespace-split tokens are (dev, op, value) triples plus the Total
+    # pair; ~1 us less per file than a findall of rows. Anything else goes to the strict loop below, which
+    # accepts the same rows and reports the offending line.
+    if _RWSTAT_SHAPE.fullmatch(text):
+        t = text.split()
         fast: dict[DevT, dict[str, int]] = {}
-        for tok, d in by_tok.items():
-            major, _, minor = tok.partition(":")
-            fast[(int(major), int(minor))] = d
+        cur_tok = ""
+        cur: dict[str, int] = {}
+        for i in range(0, len(t) - 2, 3):
+            tok = t[i]
+            if tok != cur_tok:
+                major, _, minor = tok.partition(":")
+                cur = fast.setdefault((int(major), int(minor)), {})
+                cur_tok = tok
+            cur[t[i + 1]] = int(t[i + 2])
         return fast
     return _parse_blkio_rwstat_strict(text, source)
 
