@@ -46,10 +46,10 @@ def _host_cpus() -> int:
     return sum(1 for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor"))
 
 
-@pytest.fixture
-def host_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """Our daemon serving the live host (the default raw back-end)."""
-    d = start_daemon(tmp_path)
+@pytest.fixture(params=["raw", "mfusepy"])
+def host_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Daemon]:
+    """Our daemon serving the live host, with each back-end (both carry the guard)."""
+    d = start_daemon(tmp_path, "--fuse-backend", request.param)
     try:
         yield d
     finally:
@@ -109,9 +109,9 @@ def _finish(proc: subprocess.Popen[bytes], out: Path, timeout: float = 60) -> li
 
 # -- the guard, as a reader sees it (fixture host root: expected bytes are the file we wrote) --
 
-@pytest.fixture
-def fixture_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)))
+@pytest.fixture(params=["raw", "mfusepy"])
+def fixture_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)), "--fuse-backend", request.param)
     try:
         yield d
     finally:

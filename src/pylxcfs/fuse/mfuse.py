@@ -10,6 +10,7 @@ module that imports mfusepy.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -85,8 +86,13 @@ class MfuseAdapter:
         return 0
 
     def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
-        """Slice the handle's bytes."""
+        """Slice the handle's bytes; refuse page-cache fills (the splice guard, docs/design-fuse.md)."""
         _uid, _gid, pid = self._m.fuse_get_context()
+        if not fi.lock_owner:
+            # libfuse copies fuse_read_in.lock_owner into fi (do_read, proto >= 7.9) whatever read_flags says: a
+            # read(2) through direct_io carries the kernel's hash of current->files (fuse_direct_io), never 0; a
+            # page-cache fill (sendfile/splice/mmap, kzalloc'd args) carries 0. See fuse/wire.py Dispatcher._read.
+            raise self._m.FuseOSError(errno.EINVAL)
         try:
             ino = self.ops.tree.resolve(path).ino if path else 0
             return self.ops.read(ino, fi.fh, offset, size, pid)
