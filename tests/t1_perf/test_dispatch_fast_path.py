@@ -70,10 +70,18 @@ def test_fast_path_answers_like_the_general_path() -> None:
         req(P.Opcode.READ, read_body(opens[1], 0, 100), u + 9, nodeid=stable_ino("proc")),  # a directory ino
         # a page-cache fill (no FUSE_READ_LOCKOWNER: sendfile/splice/mmap) of an own handle: general path's answer
         req(P.Opcode.READ, P.READ_IN.pack(opens[1], 0, 4096, 0, 0, 0, 0), u + 10),
+        # refused opens (answered by the general path) and a short OPEN body
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_WRONLY, 0), u + 11),
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY | os.O_TRUNC, 0), u + 12),
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0), u + 13, nodeid=stable_ino("proc")),
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0), u + 14, nodeid=424242),
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0)[:4], u + 15),
+        req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY | os.O_CLOEXEC, 0), u + 16, pid=777),
     ]
     for r in seq:
         a, b = fast.handle(r), slow.handle(r)
         assert a == b, (P.IN_HEADER.unpack_from(r), a[:40] if a else a, b[:40] if b else b)
+        assert fast.last_opened == slow.last_opened
     assert fast.requests == slow.requests
     assert fast.ops.open_handles() == slow.ops.open_handles()
 
