@@ -191,3 +191,36 @@ def test_uptime_and_swaps_are_read_fresh(ct: Ct) -> None:
     swaps = r.render("proc/swaps", ct.init).decode()
     assert swaps.splitlines()[0] == read_bytes("/proc/swaps").decode().splitlines()[0]
     assert r.fallbacks == {}
+
+
+def test_meminfo_follows_a_cgroup_recreated_at_the_same_path(tmp_path: Path) -> None:
+    # A restarted container usually gets its cgroup back at the same path (docker restart: /docker/<id>): the
+    # cached descriptor of the old cgroup's files must not be read for the new one (fdcache.py: ENODEV -> reopen).
+    tree = CgroupTree("perfrecreate")
+    tree.create()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        r = Renderer(HostRoot(), ViewOptions())
+        for limit_mib in (200, 300):
+            cg = tree.child("ct", memory_limit=limit_mib * MIB, cpus="0")
+            p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "600"],
+                                 preexec_fn=lambda cg=cg: _enter(cg))
+            procs.append(p)
+            init = _init_of(p.pid)
+            assert _kv(r.render("proc/meminfo", init).decode())["MemTotal"] == f"{limit_mib * 1024} kB"
+            assert _kv(r.render("proc/meminfo", init).decode())["MemTotal"] == f"{limit_mib * 1024} kB"
+            p.kill()
+            p.wait()
+            for c in cg.controllers:  # rmdir the cgroup (its members are gone), then make it again
+                for _ in range(100):
+                    try:
+                        cg.dir(c).rmdir()
+                        break
+                    except OSError:
+                        time.sleep(0.02)
+        assert r.fallbacks == {}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        tree.destroy()
