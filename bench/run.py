@@ -14,7 +14,7 @@ What it does (issue 5):
    idle with those namespaces alive (the loadavg samplers' cost, both daemons run with -l).
 Every reader runs in the limited cgroups and in its own pid namespace, so both daemons see a container.
 Results: tables on stdout, bench/out/results.md and bench/out/results.json (every sample). Nothing here
-asserts a speed; this is a measurement. Default run: about 5 minutes; --quick: a smoke run.
+asserts a speed; this is a measurement. Default run: about 3 minutes on 2 CPUs; --quick: ~15 s smoke run.
 """
 
 from __future__ import annotations
