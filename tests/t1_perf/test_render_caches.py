@@ -119,3 +119,22 @@ def test_missing_file_cache_is_bounded() -> None:
         with pytest.raises(FileNotFoundError):
             miss.read(f"/nonexistent/{i}")
     assert len(miss._missing) <= 8
+
+
+def test_missing_file_cache_does_not_remember_a_removed_directory(tmp_path: Path) -> None:
+    # A container's cgroup removed and recreated at the same path (restart) must be read again at once.
+    cg = tmp_path / "ct"
+    f = cg / "blkio.throttle.io_serviced_recursive"
+    calls: list[str] = []
+
+    def read(p: str) -> bytes:
+        calls.append(p)
+        return Path(p).read_bytes()
+
+    miss = MissingFileCache(read, ttl_s=1.0, clock=Clock())
+    with pytest.raises(FileNotFoundError):
+        miss.read(str(f))  # the directory does not exist (yet/anymore)
+    cg.mkdir()
+    f.write_text("Total 0\n")
+    assert miss.read(str(f)) == b"Total 0\n"  # same clock instant: nothing was remembered
+    assert len(calls) == 2

@@ -34,6 +34,7 @@ Speed (issue 5; live hosts only, fixture trees read everything on every open):
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
@@ -60,8 +61,9 @@ MISSING_TTL_S = 1.0
 
 
 class MissingFileCache:
-    """Wraps a Reader: a path whose read raised FileNotFoundError raises it again, without a syscall, for
-    `ttl_s`; existing files are always read through (their content is never cached). Bounded."""
+    """Wraps a Reader: a path whose read raised FileNotFoundError while its directory exists raises it again,
+    without a syscall, for `ttl_s`; existing files are always read through (their content is never cached).
+    Bounded."""
 
     def __init__(self, read: Reader, ttl_s: float = MISSING_TTL_S, max_paths: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -81,9 +83,13 @@ class MissingFileCache:
         try:
             return self._read(path)
         except FileNotFoundError:
-            if len(self._missing) >= self.max_paths:
-                self._missing.clear()
-            self._missing[path] = self._clock()
+            # Only a file missing from an EXISTING directory is remembered (a statistics file this kernel does
+            # not provide); a removed cgroup is not, so one recreated at the same path (a container restart)
+            # is read at once.
+            if os.path.isdir(os.path.dirname(path)):
+                if len(self._missing) >= self.max_paths:
+                    self._missing.clear()
+                self._missing[path] = self._clock()
             raise
 
 
