@@ -7,11 +7,9 @@ $PYLXCFS_T4_RESULTS when set)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +83,7 @@ def test_sighup_reload_has_no_failed_read(daemon: Daemon, tmp_path: Path) -> Non
 
 
 def test_request_taken_by_a_dying_worker_is_resent(tmp_path: Path) -> None:
-    """FUSE_NOTIFY_RESEND: the worker is stuck inside a request (the host file is a FIFO nobody writes yet, and
+    """FUSE_NOTIFY_RESEND: the worker is stuck inside a request (the host file is a FIFO nobody writes, and
     LOOKUP/OPEN read it) when it is killed; the reader must get its bytes from the next worker instead of
     hanging forever."""
     root = make_fixture_root(tmp_path)
@@ -94,39 +92,25 @@ def test_request_taken_by_a_dying_worker_is_resent(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     d = start_daemon(tmp_path, "--host-root", str(root))
     cat = None
-    stop = threading.Event()
-
-    def feed() -> None:  # every open of the FIFO by the new worker gets "resent\n" then EOF
-        while not stop.is_set():
-            try:
-                wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                assert e.errno == errno.ENXIO  # no reader yet
-                time.sleep(0.01)
-                continue
-            os.write(wfd, b"resent\n")
-            os.close(wfd)
-            time.sleep(0.01)
-
-    feeder = threading.Thread(target=feed, daemon=True)
     try:
         first = d.worker()
         cat = subprocess.Popen(["cat", str(d.mnt / "proc/meminfo")], stdout=subprocess.PIPE)
         time.sleep(0.5)
         assert cat.poll() is None  # the worker took the request and blocks on the FIFO
+        # Replace the FIFO by a regular file before the kill: the stuck worker keeps the FIFO it already opened,
+        # every later open (the next worker's) reads the file. Without the resend, `cat` would hang forever.
+        staged = root / "proc/meminfo.new"
+        staged.write_bytes(b"resent\n")
+        os.rename(staged, fifo)
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: d.workers() not in ([], [first]), 5, "a new worker")
-        feeder.start()
         out, _ = cat.communicate(timeout=15)
         assert cat.returncode == 0 and out == b"resent\n"
         assert "died (signal 9)" in d.log_text()
     finally:
-        stop.set()
         if cat is not None and cat.poll() is None:
             cat.kill()
         d.stop()
-        if feeder.is_alive():
-            feeder.join(2)
 
 
 def test_supervisor_sigkill_watchdog_removes_the_mount(daemon: Daemon, tmp_path: Path) -> None:
