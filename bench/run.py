@@ -88,12 +88,14 @@ class Daemon:
         return out
 
     def watchdogs(self) -> list[int]:
-        """Processes of this daemon that are nobody's child: pylxcfs's double-forked watchdog (ppid 1, same
-        command line as the supervisor, which names our private mount point, so it cannot be another's)."""
-        me = _cmdline(self.proc.pid)
+        """Processes of this daemon that are nobody's child: pylxcfs's double-forked watchdog, a `sh` named
+        pylxcfs-watchdog whose arguments name this daemon's private mount point (so it cannot be another's)."""
         out = []
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != self.proc.pid and _ppid(int(name)) == 1 and _cmdline(int(name)) == me:
+            if not name.isdigit() or int(name) == self.proc.pid or _ppid(int(name)) != 1:
+                continue
+            args = _cmdline(int(name)).split(b"\0")
+            if args[0] == b"pylxcfs-watchdog" and os.fsencode(str(self.mnt)) in args:
                 out.append(int(name))
         return out
 

@@ -162,12 +162,12 @@ class Daemon:
 
 
 def find_watchdog(mnt: Path, pidfile: Path, exclude: int) -> int | None:
-    """The watchdog: a re-parented process with the daemon's command line (double-forked)."""
+    """The watchdog: a re-parented `sh` named pylxcfs-watchdog whose arguments name our mount point."""
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == exclude:
             continue
         c = cmdline(int(d))
-        if "pylxcfs" in c and str(pidfile) in c and str(mnt) in c and "fuse.wire" not in c:
+        if c.startswith("pylxcfs-watchdog") and str(mnt) in c.split():
             return int(d)
     return None
 

@@ -35,12 +35,12 @@ from pylxcfs import syscalls
 from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.config import DaemonConfig
+from pylxcfs.fuse.watchdog import FSTYPE, start_watchdog
 from pylxcfs.fuse.wire import EXIT_CONNECTION_GONE
 
 log = logging.getLogger(__name__)
 
 FSNAME = "lxcfs"  # `mount` shows "lxcfs on MNT type fuse.lxcfs", which existing tooling greps for
-FSTYPE = "fuse.lxcfs"
 READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
 STOP_TIMEOUT_S = 5.0
@@ -67,57 +67,6 @@ class Worker:
 def mount_data(fd: int) -> str:
     """The option string for mount(2) of a FUSE filesystem (fs/fuse/inode.c: fuse_parse_param)."""
     return f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other"
-
-
-def _watchdog(mnt: str, rfd: int) -> None:
-    """Body of the watchdog (a grandchild, reparented to init): wait for the supervisor to close the
-    pipe; unless it said "clean", lazily unmount our mount if it is still there."""
-    signal.set_wakeup_fd(-1)
-    for s in (signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(s, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the supervisor
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    os.chdir("/")
-    data = b""
-    while True:
-        try:
-            chunk = os.read(rfd, 4096)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    words = data.decode().split()
-    dev = next((w[4:] for w in words if w.startswith("dev=")), None)
-    if "clean" in words or dev is None:
-        return
-    entry = mountpoint.mount_at(mnt)
-    if entry is not None and entry.fstype == FSTYPE and entry.dev == dev:
-        try:
-            mountpoint.lazy_unmount(mnt)
-            log.warning("watchdog: supervisor died; lazily unmounted %s", mnt)
-        except OSError as e:
-            log.error("watchdog: could not unmount %s: %s", mnt, e)
-
-
-def start_watchdog(mnt: str) -> int:
-    """Fork the watchdog (double fork, so it is nobody's child to reap); returns the pipe's write end."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(wfd)
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            _watchdog(mnt, rfd)
-        except BaseException:
-            log.exception("watchdog failed")
-        finally:
-            os._exit(0)
-    os.close(rfd)
-    os.waitpid(pid, 0)
-    return wfd
 
 
 class Supervisor:
