@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import sys
 from collections.abc import Callable
 
@@ -185,10 +186,21 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def raise_nofile_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit (inherited by workers). The views keep cgroup files open
+    between reads (pylxcfs.fdcache: up to ~1300 descriptors with many containers), and systemd's default soft
+    limit is 1024; running out would only cost speed, but there is no reason to."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point of `pylxcfs`."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.debug, tag=f"pylxcfs[{os.getpid()}]")
+    raise_nofile_limit()
     try:
         return run(args)
     except QuietError as e:
