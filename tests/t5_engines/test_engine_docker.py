@@ -95,7 +95,8 @@ def test_seed_usage_example_on_docker(docker: eng.Dockerd, toolkit: Toolkit, ser
 
     # --memory-swap -1: docker refuses a memory limit above the current memory+swap limit otherwise.
     # busybox cat reads through sendfile(2): on kernels whose fuse_splice_read() ignores FOPEN_DIRECT_IO (6.5 until
-    # "fuse: use copy_splice_read() for FOPEN_DIRECT_IO splice read") the old, shorter i_size sticks after the update.
+    # "fuse: use copy_splice_read() for FOPEN_DIRECT_IO splice read") the old, shorter i_size would stick after the
+    # update; pylxcfs's splice guard makes busybox fall back to read(2), so the update must show at once.
     docker("update", "--cpuset-cpus", "0-1", "--memory", "1G", "--memory-swap", "-1", cid)
     view = _view(docker, cid)
     eng.assert_virtualized(view, memory_bytes=GiB, cpus=2, served=served_files)

@@ -134,7 +134,7 @@ def test_seed_usage_example_on_podman(
     cid = podman.run_detached("--memory", "512m", "--cpuset-cpus", "0", *hook_annotations)
     eng.assert_virtualized(_view(podman, cid), memory_bytes=512 << 20, cpus=1, served=served_files)
     # busybox cat reads through sendfile(2); on kernels with the fuse splice bug (see the concurrency test below)
-    # it keeps the old, shorter i_size after the update until something stat()s the file.
+    # it would keep the old, shorter i_size after the update; with the splice guard the update shows at once.
     podman("update", "--cpuset-cpus", "0-1", "--memory", "1G", "--memory-swap", "-1", cid)
     eng.assert_virtualized(_view(podman, cid), memory_bytes=GiB, cpus=2, served=served_files)
     grep = podman.exec(cid, "sh", "-c", "mount | grep lxcfs")
@@ -201,8 +201,8 @@ def test_concurrent_containers_never_see_each_others_view(
     """The same with busybox `cat`, which uses sendfile(2): since Linux 6.5 (2cb1e08985e3) fuse_splice_read() serves
     FOPEN_DIRECT_IO files from the inode's shared page cache and i_size (upstream fix: "fuse: use copy_splice_read()
     for FOPEN_DIRECT_IO splice read", 2026-05, Cc stable). Measured on this 6.18 kernel: C lxcfs 5.0.3 leaks A's
-    MemTotal into ~8% of B's reads. A daemon passes only on a fixed kernel or by not relying on direct_io for
-    splice (e.g. FUSE passthrough)."""
+    MemTotal into ~8% of B's reads. pylxcfs passes by refusing page-cache READs (the splice guard,
+    docs/design-fuse.md), so busybox falls back to read(2)."""
     mem, cpus = _concurrent_reads(podman, hook_annotations, "cat")
     assert mem == Counter({str(512 << 10): 200}), f"B's MemTotal values over 200 reads: {dict(mem)}"
     assert cpus == Counter({"2": 200}), f"B's processor counts over 200 reads: {dict(cpus)}"
