@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.cpuinfo import CpuBlock, CpuInfo, S390Header, parse_cpuinfo
-from pylxcfs.views.cpuview import reader, select_cpus
+from pylxcfs.views.cpuview import select_cpus
+from pylxcfs.views.readers import reader
 
 __all__ = ["CompiledCpuinfo", "compile_cpuinfo", "produce", "render_cpuinfo"]
 

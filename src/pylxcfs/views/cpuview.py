@@ -17,22 +17,9 @@ from dataclasses import dataclass
 from pylxcfs.cgroups.cpu import Reader, cfs_cpu_count, visible_cpus
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.fdcache import FdCache
 from pylxcfs.hostfs import read_bytes
 
-__all__ = ["CpuSelection", "reader", "select_cpus"]
-
-
-def reader(env: ViewEnv) -> Reader:
-    """How the CPU views read files: cached descriptors on a live host (env.states["cpuview"], shared by
-    the cpuinfo, stat and online views), plain reads on a fixture tree (see fdcache.py for why)."""
-    if not env.root.is_real_procfs:
-        return read_bytes
-    cache = env.states.get("cpuview")
-    if not isinstance(cache, FdCache):
-        cache = FdCache()
-        env.states["cpuview"] = cache
-    return cache.read
+__all__ = ["CpuSelection", "select_cpus"]
 
 
 @dataclass(frozen=True, slots=True)

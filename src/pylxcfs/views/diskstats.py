@@ -42,16 +42,15 @@ from pylxcfs.cgroups.blkio import IoCounters, Reader, io_counters
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.devnames import ContainerDevices, cache_from_states
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.fdcache import FdCache
 from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.diskstats import DevT, DiskstatsLine, parse_diskstats
+from pylxcfs.views.readers import reader
 
 ROOT_NAME = "sda"
 SECTOR_BYTES = 512  # /proc/diskstats sectors are always 512 bytes (iostats.rst), whatever the device
 NS_PER_MS = 1_000_000
 
 
-FD_STATE_KEY = "disks.fd"  # ViewEnv.states entry: cached descriptors shared by the diskstats and partitions views
 
 
 LAYOUT_STATE_KEY = "disks.layout"  # ViewEnv.states entry: HostLayoutCache (live hosts only)
@@ -119,18 +118,6 @@ class HostLayoutCache:
             if len(self._parsed) < 256:
                 self._parsed[key] = hit
         return hit
-
-
-def reader(env: ViewEnv) -> Reader:
-    """Cached descriptors (pread at 0 regenerates a seq_file: fdcache.py) on a live host; plain reads on a
-    fixture tree, whose regular files could be replaced under a kept descriptor."""
-    if not env.root.is_real_procfs:
-        return read_bytes
-    cache = env.states.get(FD_STATE_KEY)
-    if not isinstance(cache, FdCache):
-        cache = FdCache(max_fds=256)
-        env.states[FD_STATE_KEY] = cache
-    return cache.read
 
 
 def _stats_reader(env: ViewEnv) -> Reader:

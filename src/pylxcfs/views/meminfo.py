@@ -14,7 +14,7 @@ Deliberate choices (documented divergences from LXCFS 5.0/7.0):
 - Mlocked is capped at Unevictable (mlocked pages sit on the unevictable LRU), where LXCFS leaks the host value;
   KReclaimable = SReclaimable (LXCFS: host value).
 
-Speed (issue 5): on a live host the files are read through cached descriptors (fdcache.FdCache, pread at
+Speed (issue 5): on a live host the files are read through cached descriptors (views/readers.py, pread at
 offset 0 regenerates procfs/cgroupfs seq files, so every open still sees the kernel's current values; saves
 the path lookup, ~12 us of the ~30 us of reads). Nothing rendered is kept across opens.
 """
@@ -24,26 +24,10 @@ from __future__ import annotations
 from pylxcfs.cgroups import memory
 from pylxcfs.context import ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.errors import CgroupUnavailable, ParseError
-from pylxcfs.fdcache import FdCache
-from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.meminfo import Meminfo, parse_meminfo
+from pylxcfs.views.readers import reader
 
 Reader = memory.Reader
-FD_STATE_KEY = "core.fd"  # ViewEnv.states entry: cached descriptors of the meminfo/swaps/uptime views
-
-
-def reader(env: ViewEnv) -> Reader:
-    """Cached descriptors on a live host (shared by the meminfo, swaps and uptime views); plain reads on a
-    fixture tree, whose regular files could be replaced under a kept descriptor (fdcache.py)."""
-    if not env.root.is_real_procfs:
-        return read_bytes
-    cache = env.states.get(FD_STATE_KEY)
-    if not isinstance(cache, FdCache):
-        cache = FdCache(max_fds=512)
-        env.states[FD_STATE_KEY] = cache
-    return cache.read
-
-
 def swap_kib(host_swap_kib: int, mem: memory.MemorySnapshot, opts: ViewOptions) -> tuple[int, int]:
     """(SwapTotal, swap used) in kB for the container; shared with /proc/swaps."""
     sw = mem.swap

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.devnames import ContainerDevices, cache_from_states
 from pylxcfs.parse.diskstats import DevT, PartitionLine, parse_partitions
-from pylxcfs.views.diskstats import reader
+from pylxcfs.views.readers import reader
 
 ROOT_NAME = "sda"
 HEADER = "major minor  #blocks  name\n\n"

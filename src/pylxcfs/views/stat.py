@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pylxcfs.cgroups.cpu import CpuUsage, cpu_usage
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.stat import IDLE, NCOLS, CpuTimes, ProcStat, parse_stat
-from pylxcfs.views.cpuview import reader, select_cpus
+from pylxcfs.views.cpuview import select_cpus
+from pylxcfs.views.readers import reader
 
 __all__ = ["StatNode", "StatState", "advance", "produce", "raw_rows", "render_stat"]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pylxcfs.cgroups import memory
 from pylxcfs.context import ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.views.meminfo import reader, swap_kib
+from pylxcfs.views.meminfo import swap_kib
+from pylxcfs.views.readers import reader
 
 
 def render_swaps(header: str, host_swap_kib: int, mem: memory.MemorySnapshot, opts: ViewOptions) -> str:
@@ -43,7 +44,7 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """View entry point (context.py contract)."""
     if ctx.memory is None:
         raise CgroupUnavailable("memory", "no memory cgroup for the container")
-    read = reader(env)  # cached descriptors on a live host (views/meminfo.py): always fresh content
+    read = reader(env)  # cached descriptors on a live host (views/readers.py): always fresh content
     text = read(env.root.proc_path("swaps")).decode()
     header = text.split("\n", 1)[0]
     host_swap = host_swap_kib(text)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.parse.cpuset import format_cpuset, parse_cpuset
-from pylxcfs.views.cpuview import CpuSelection, reader, select_cpus
+from pylxcfs.views.cpuview import CpuSelection, select_cpus
+from pylxcfs.views.readers import reader
 
 __all__ = ["produce", "render_online"]
 

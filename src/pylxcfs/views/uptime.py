@@ -15,7 +15,7 @@ from pylxcfs.context import CgroupDir, ContainerContext, ViewEnv
 from pylxcfs.errors import ParseError
 from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.keyvalue import parse_flat_keyed, parse_int
-from pylxcfs.views.meminfo import Reader, reader
+from pylxcfs.views.readers import Reader, reader
 
 # USER_HZ: the unit of /proc/<pid>/stat times; 100 on every Linux ABI (include/asm-generic/param.h).
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -44,7 +44,7 @@ def cpu_busy_s(cg: CgroupDir | None, read: Reader = read_bytes) -> float:
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     """View entry point (context.py contract)."""
-    read = reader(env)  # cached descriptors on a live host (views/meminfo.py): always fresh content
+    read = reader(env)  # cached descriptors on a live host (views/readers.py): always fresh content
     text = read(env.root.proc_path("uptime")).decode()
     try:
         host_up = float(text.split()[0])
