@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
 def raise_nofile_limit() -> None:
     """Lift the soft RLIMIT_NOFILE to the hard limit (inherited by workers). The views keep cgroup files open
-    between reads (pylxcfs.fdcache: up to ~1300 descriptors with many containers), and systemd's default soft
+    between reads (views/readers.py: up to 1024 descriptors with many containers), and systemd's default soft
     limit is 1024; running out would only cost speed, but there is no reason to."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
