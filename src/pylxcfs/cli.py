@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", dest="options", default="", help="extra FUSE options (mfusepy back-end only; the raw "
                     "back-end always uses allow_other, direct_io and 0.5 s entry/attr timeouts)")
     ap.add_argument("-s", action="store_true", help=argparse.SUPPRESS)  # lxcfs legacy, ignored
+    ap.add_argument("--log", metavar="FILE", help="append log lines to FILE (created 0600) instead of stderr; "
+                    "without -f, logs are otherwise discarded")
     ap.add_argument("--host-root", metavar="DIR", help="read proc/ and sys/ from DIR instead of the host (tests)")
     ap.add_argument("--fuse-backend", choices=("raw", "mfusepy"), default="raw",
                     help="raw: supervised workers speaking the kernel protocol (default; survives worker "
@@ -94,10 +96,24 @@ class PidFile:
         os.close(self.fd)
 
 
-def _daemonize() -> Callable[[int, str], None]:
+def _open_log(path: str) -> int:
+    """The --log file, opened for appending (0600 when created): a clear error if it cannot be."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise QuietError(f"--log {path}: {e.strerror}", 1) from None
+
+
+def _redirect_output(logfd: int) -> None:
+    """stdout and stderr (inherited by workers and the watchdog) go to the log file."""
+    for fd in (1, 2):
+        os.dup2(logfd, fd)
+
+
+def _daemonize(logfd: int | None = None) -> Callable[[int, str], None]:
     """Fork; the parent waits until the child reports readiness (or failure), prints the child's error
     message if any and exits with its code. Returns the child's `report(code, message)`. The child's
-    stdio goes to /dev/null (run with -f under a service manager to keep logs)."""
+    stdin goes to /dev/null, its stdout and stderr to the --log file, or to /dev/null without one."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid > 0:
@@ -116,8 +132,8 @@ def _daemonize() -> Callable[[int, str], None]:
     os.close(rfd)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
+    os.dup2(null, 0)
+    _redirect_output(null if logfd is None else logfd)
     os.close(null)
 
     def report(code: int, msg: str = "") -> None:
@@ -142,8 +158,11 @@ def run(args: argparse.Namespace) -> int:
         raise QuietError(f"--host-root {args.host_root}: no proc/ directory there", 1)
     if os.geteuid() != 0:
         raise QuietError("pylxcfs must run as root (it mounts a FUSE filesystem with allow_other)", 1)
+    logfd = _open_log(args.log) if args.log else None
     if not foreground:
-        report = _daemonize()
+        report = _daemonize(logfd)
+    elif logfd is not None:
+        _redirect_output(logfd)
     try:
         pidfile = PidFile(args.pidfile)
     except QuietError as e:
