@@ -24,17 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-OUT = HERE / "out"
-
-
-def build_reader() -> Path:
-    OUT.mkdir(exist_ok=True)
-    exe = OUT / "reader"
-    if not exe.exists() or exe.stat().st_mtime < (HERE / "reader.c").stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "reader.c")], check=True)
-    return exe
+from bench.run import OUT, REPO, build_reader
 
 
 def mounted(mnt: Path) -> bool:
