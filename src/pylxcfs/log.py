@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 
@@ -30,15 +31,17 @@ class RateLimited:
         self.interval_s = interval_s
         self._last: dict[object, float] = {}
         self._suppressed: dict[object, int] = {}
+        self._lock = threading.Lock()  # the sampler thread and the serving thread may both warn
 
     def warning(self, key: object, msg: str, *args: object) -> bool:
         """Log `msg` unless `key` was logged less than interval_s ago; True if it was logged."""
         now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        n = self._suppressed.pop(key, 0)
-        self._last[key] = now
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            n = self._suppressed.pop(key, 0)
+            self._last[key] = now
         self.logger.warning(msg + (f" ({n} similar suppressed)" if n else ""), *args)
         return True

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
-import time
 from typing import Any
 
 from pylxcfs.context import ContainerContext, Producer, ViewEnv, ViewOptions
 from pylxcfs.errors import NotInContainer, ProcessGone
 from pylxcfs.hostfs import HostRoot, read_bytes
+from pylxcfs.log import RateLimited
 from pylxcfs.procs.resolve import PidResolver, Resolver
 from pylxcfs.views.registry import VIEW_PATHS, VIEWS
 
@@ -62,10 +61,9 @@ class Renderer:
         self._producers: dict[str, tuple[str, Producer | None]] = {
             v.path: (v.module, _load_producer(v.module)) for v in VIEWS
         }
-        self._last_warn: dict[tuple[str, str], float] = {}
+        self._warnings = RateLimited(log, WARN_INTERVAL_S)
         self.fallbacks: dict[tuple[str, str], int] = {}  # (view path, reason) -> count, for tests and stats
         self._sampler: Any = None
-        self._warn_lock = threading.Lock()
 
     def paths(self) -> tuple[str, ...]:
         """Every virtual file path ("proc/meminfo", ...)."""
@@ -111,13 +109,8 @@ class Renderer:
     def _fell_back(self, path: str, pid: int, e: BaseException, what: str = "serving the host file") -> None:
         kind = type(e).__name__
         n = self._count(path, kind)
-        now = time.monotonic()
-        with self._warn_lock:
-            last = self._last_warn.get((path, kind))
-            if last is not None and now - last < WARN_INTERVAL_S:
-                return
-            self._last_warn[(path, kind)] = now
-        log.warning("%s: pid %d: %s: %s; %s (fallback #%d of this kind)", path, pid, kind, e, what, n)
+        self._warnings.warning((path, kind), "%s: pid %d: %s: %s; %s (fallback #%d of this kind)",
+                               path, pid, kind, e, what, n)
 
     def start(self) -> None:
         """Start background work (the loadavg sampler); call in the serving process, after any fork."""
