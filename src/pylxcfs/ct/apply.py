@@ -26,6 +26,9 @@ from typing import Any
 from pylxcfs import syscalls as sc
 from pylxcfs.ct.mountinfo import parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import AttachPlan, DetachPlan, lxcfs_mounts_under
+from pylxcfs.errors import ParseError
+from pylxcfs.hostfs import read_text
+from pylxcfs.parse.pid import parse_stat_starttime
 
 _TARGET_FS = {sc.PROC_SUPER_MAGIC: "proc", sc.SYSFS_MAGIC: "sysfs"}
 _MAX_LAYERS = 64  # bound every "while something is stacked" loop
@@ -46,15 +49,8 @@ class Outcome:
 def proc_start_time(pid: int, proc_dir: str = "/proc") -> int | None:
     """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), None when the pid is gone."""
     try:
-        with open(f"{proc_dir}/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the LAST ')'.
-    rest = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(rest[19])
-    except (IndexError, ValueError):
+        return parse_stat_starttime(read_text(f"{proc_dir}/{pid}/stat"), f"{proc_dir}/{pid}/stat")
+    except (OSError, ParseError):
         return None
 
 
