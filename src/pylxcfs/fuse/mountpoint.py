@@ -12,49 +12,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import time
-from dataclasses import dataclass
 
 from pylxcfs import syscalls
 from pylxcfs.errors import QuietError
+from pylxcfs.parse.mountinfo import Mount, parse_mountinfo
 
 log = logging.getLogger(__name__)
 
 EXIT_MOUNTPOINT_BUSY = 3
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo (fs/proc_namespace.c: mangle()).
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-@dataclass(frozen=True, slots=True)
-class MountEntry:
-    """One line of mountinfo, the fields we use."""
-
-    mount_id: int
-    dev: str  # "major:minor"
-    mountpoint: str
-    fstype: str
-    source: str
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    """Parse /proc/<pid>/mountinfo text (pure)."""
-    out: list[MountEntry] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 10 or "-" not in parts[6:]:
-            continue
-        sep = parts.index("-", 6)
-        out.append(MountEntry(int(parts[0]), parts[2], _unescape(parts[4]), parts[sep + 1],
-                              _unescape(parts[sep + 2])))
-    return out
-
 
 def canonical(path: str) -> str:
     """Absolute path with the parent's symlinks resolved; the last component is not stat'ed (it may be a
@@ -64,14 +31,14 @@ def canonical(path: str) -> str:
     return os.path.join(os.path.realpath(parent), name) if name else path
 
 
-def mount_at(path: str, mountinfo: str | None = None) -> MountEntry | None:
+def mount_at(path: str, mountinfo: str | None = None) -> Mount | None:
     """The top-most mount whose mount point is `path` (already canonical), or None."""
     if mountinfo is None:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             mountinfo = f.read()
     found = None
     for e in parse_mountinfo(mountinfo):
-        if e.mountpoint == path:
+        if e.mount_point == path:
             found = e  # later lines are mounted on top of earlier ones
     return found
 

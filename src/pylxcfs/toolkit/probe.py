@@ -18,6 +18,7 @@ from typing import Any
 
 from pylxcfs.ct import nsexec
 from pylxcfs.ct.mountinfo import Mount, parse_mountinfo, top_mount_at
+from pylxcfs.fuse.mountpoint import canonical
 from pylxcfs.views.registry import VIEW_PATHS
 
 
@@ -39,10 +40,8 @@ class ProbeResult:
 
 def canonical_dir(path: str) -> str:
     """Absolute, normalised lxcfs dir. Symlinks are resolved in the PARENT only: resolving the dir itself would
-    lstat() the FUSE mount root."""
-    path = posixpath.abspath(path)
-    parent, base = posixpath.split(path)
-    return posixpath.join(os.path.realpath(parent), base) if base else path
+    lstat() the FUSE mount root (a dead or hung one would fail or block)."""
+    return canonical(path)
 
 
 def daemon_mount(lxcfs_dir: str, mounts: list[Mount] | None = None) -> Mount | None:
