@@ -1,6 +1,7 @@
 """Tier 4 (issue 4) with real runc containers: lxcfs-hook at createRuntime bind-mounts our files into a
 busybox container (1 GiB memory limit) whose init is a loop reading /proc/meminfo every 50 ms and logging
-each result with microsecond timestamps (busybox `adjtimex`). We break the daemon in each of issue 4's
+each result with CLOCK_MONOTONIC timestamps (a static helper compiled here; no time namespace, so the
+container's clock is the test's `time.monotonic()`). We break the daemon in each of issue 4's
 ways and check what the container saw. Expectations come from the limit we set (MemTotal 1048576 kB)
 and from the host's /proc/meminfo, never from our daemon's output.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,9 +31,11 @@ HOOK = str(C.VENV_BIN / "lxcfs-hook")
 TOOLKIT = str(C.VENV_BIN / "isulad-lxcfs-toolkit")
 VIRTUAL_TOTAL = "1048576"  # kB: the container's memory limit (1 GiB)
 
-# One read per line: "<t0> <t1> OK <MemTotal value>" or "<t0> <t1> ERR <message>".
+# One read per line: "<t0> <t1> OK <MemTotal value>" or "<t0> <t1> ERR <message>". The stamps are CLOCK_MONOTONIC:
+# the wall clock (busybox adjtimex, time.monotonic()) may step on a shared VM, and did once (a read logged with
+# t1 < t0, counted on the wrong side of an event).
 LOOP = r"""
-now() { adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{printf "%d.%06d", s, u}'; }
+now() { monotime; }
 while :; do
   t0=$(now)
   if cat /proc/meminfo >/tmp/m 2>/tmp/e; then r="OK $(awk '/^MemTotal:/{print $2}' /tmp/m)"
@@ -41,6 +45,26 @@ while :; do
   usleep 50000
 done
 """
+
+
+MONOTIME_C = r"""
+#include <stdio.h>
+#include <time.h>
+int main(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 1;
+    printf("%lld.%06ld", (long long)ts.tv_sec, ts.tv_nsec / 1000);
+    return 0;
+}
+"""
+
+
+def build_monotime(base: Path) -> Path:
+    """A static `monotime` binary (prints CLOCK_MONOTONIC as seconds.micros) for the busybox rootfs."""
+    src, out = base / "monotime.c", base / "monotime"
+    src.write_text(MONOTIME_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(src)], check=True, capture_output=True, timeout=120)
+    return out
 
 
 def host_total() -> str:
@@ -65,6 +89,7 @@ class Env:
     cgroup: str
     lxcfs: Path
     registry: Path
+    monotime: Path
     n: int = 0
 
     def env(self) -> dict[str, str]:
@@ -84,6 +109,7 @@ class Env:
         name = f"sv{self.n}"
         b = C.make_bundle(self.base, name, memory_bytes=C.GIB, cpus="0", cgroup_parent=self.cgroup,
                           args=["sh", "-c", LOOP])
+        shutil.copy2(self.monotime, b.rootfs / "bin" / "monotime")
         b.add_hook("createRuntime", HOOK, ["lxcfs-hook", "--stage", "createRuntime", "--lxcfs-dir", str(self.lxcfs),
                                            "--registry-dir", str(self.registry), "--log",
                                            str(self.base / "hook.log")], timeout=20)
@@ -110,7 +136,7 @@ def cenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     assert os.geteuid() == 0 and C.BUSYBOX.exists() and os.path.exists("/dev/fuse")
     base = tmp_path_factory.mktemp("supervisor")
     env = Env(base, C.Runtime(base / "runc-root"), C.cgroup_parent_name("supervisor"), base / "lxcfs",
-              base / "registry")
+              base / "registry", build_monotime(base))
     try:
         yield env
     finally:
@@ -146,7 +172,7 @@ def test_ct_worker_sigkill(cenv: Env, daemon: Daemon, loop: tuple[C.Container, P
     kills = []
     for _ in range(3):
         old = daemon.worker()
-        t_kill = time.time()
+        t_kill = time.monotonic()
         kills.append(t_kill)
         os.kill(old, signal.SIGKILL)
         wait_for(lambda o=old: daemon.workers() not in ([], [o]), 2, "a new worker")
@@ -183,7 +209,7 @@ def test_ct_supervisor_sigkill_stop_and_start_paths(cenv: Env, daemon: Daemon, l
     wait_for(lambda: mountinfo_entry(cenv.lxcfs) is None, 5, "no stale mount on the host")
     rc, took_umount, out = cenv.toolkit("umount", "--all")
     assert rc == 0, out
-    t_stop = time.time()
+    t_stop = time.monotonic()
     wait_for(lambda: sum(r.t0 > t_stop for r in reads(log)) >= 10, 20, "reads after the stop path")
     host = host_total()
     after_stop = [r for r in reads(log) if r.t0 > t_stop]
@@ -194,7 +220,7 @@ def test_ct_supervisor_sigkill_stop_and_start_paths(cenv: Env, daemon: Daemon, l
     try:
         rc, took_remount, out = cenv.toolkit("remount", "--all")
         assert rc == 0, out
-        t_start = time.time()
+        t_start = time.monotonic()
         wait_for(lambda: sum(r.t0 > t_start for r in reads(log)) >= 10, 20, "reads after the start path")
         rs = reads(log)
         after_start = [r for r in rs if r.t0 > t_start]
@@ -227,7 +253,7 @@ def test_ct_sigstopped_daemon(cenv: Env, daemon: Daemon, loop: tuple[C.Container
     finally:
         for p in procs:
             os.kill(p, signal.SIGCONT)
-    t_cont = time.time()
+    t_cont = time.monotonic()
     wait_for(lambda: sum(r.t0 > t_cont for r in reads(log)) >= 5, 20, "the loop resuming")
     rs = reads(log)
     record_result(tmp_path, summary("container: SIGSTOP daemon, check-lxcfs + umount --all", rs,

@@ -45,7 +45,7 @@ def test_worker_sigkill_under_reader_loop(daemon: Daemon, tmp_path: Path) -> Non
     try:
         wait_for(lambda: reader.count() >= 10, 10, "reader warm-up")
         old = daemon.worker()
-        killed_at = time.time()
+        killed_at = time.monotonic()  # the reader stamps with CLOCK_MONOTONIC too
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: daemon.workers() not in ([], [old]), 1.5, "a new worker within a second or so")
         wait_for(lambda: reader.count() >= 10 + 60, 15, "reads after the kill")
