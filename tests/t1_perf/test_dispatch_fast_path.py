@@ -77,6 +77,11 @@ def test_fast_path_answers_like_the_general_path() -> None:
         req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0), u + 14, nodeid=424242),
         req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY, 0)[:4], u + 15),
         req(P.Opcode.OPEN, P.OPEN_IN.pack(os.O_RDONLY | os.O_CLOEXEC, 0), u + 16, pid=777),
+        # offset 0 re-renders for the reader (another pid), later offsets continue that render
+        req(P.Opcode.READ, read_body(opens[1], 0, 100), u + 17, pid=999),
+        req(P.Opcode.READ, read_body(opens[1], 50, 100), u + 18, pid=4242),
+        req(P.Opcode.READ, read_body(opens[1], 0, 100), u + 19, nodeid=424242),  # unknown inode at 0: ENOENT
+        req(P.Opcode.READ, read_body(opens[1], -1 & 0xFFFFFFFFFFFFFFFF, 100), u + 20),  # huge offset: EOF
     ]
     for r in seq:
         a, b = fast.handle(r), slow.handle(r)

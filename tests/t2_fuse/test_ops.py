@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.handles import HandleTable
 from pylxcfs.fuse.ops import FsError, Operations, stable_ino
 from pylxcfs.fuse.wire import Dispatcher, StopFlag, serve
 from pylxcfs.views.registry import VIEW_PATHS, directories
@@ -91,21 +92,85 @@ def test_chunked_reads_at_arbitrary_offsets_reassemble(dispatcher: Dispatcher, r
     expected = renderer.render("proc/meminfo", 777)
     got = bytearray()
     for size in (1, 7, 100, 4096, 3, 65536):
-        got += _read(dispatcher, fh, len(got), size)
-    while chunk := _read(dispatcher, fh, len(got), 1000):
+        got += _read(dispatcher, fh, len(got), size, pid=777)
+    while chunk := _read(dispatcher, fh, len(got), 1000, pid=777):
         got += chunk
     assert bytes(got) == expected
     assert _read(dispatcher, fh, 123, 17) == expected[123:140]
     assert _read(dispatcher, fh, len(expected) + 10, 100) == b""
 
 
-def test_two_handles_from_different_pids_keep_their_own_content(dispatcher: Dispatcher) -> None:
+def test_every_offset_zero_read_renders_for_the_reader(dispatcher: Dispatcher) -> None:
+    # As the C lxcfs (and the kernel's seq_file files): the content is the READER's, rendered at each read at 0.
     _, fh_a, _ = _open(dispatcher, pid=1001)
     _, fh_b, _ = _open(dispatcher, pid=2002)
-    a = _read(dispatcher, fh_a, 0, 1 << 20, pid=2002)  # whoever reads, the opener's bytes are served
-    b = _read(dispatcher, fh_b, 0, 1 << 20, pid=1001)
+    a = _read(dispatcher, fh_a, 0, 1 << 20, pid=1001)
+    b = _read(dispatcher, fh_b, 0, 1 << 20, pid=3003)  # fd passed to another process: its own view
     assert b"pid=1001 " in a and b"pid=2002" not in a
-    assert b"pid=2002 " in b and b"pid=1001" not in b
+    assert b"pid=3003 " in b and b"pid=2002" not in b
+    # reads at offset > 0 continue the handle's last offset-0 render, whoever asks
+    assert _read(dispatcher, fh_b, 100, 50, pid=1001) == b[100:150]
+
+
+class Ticking(FakeRenderer):
+    """Content that changes at every render (a generation number), like /proc/stat or /proc/uptime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = 0
+
+    def render(self, path: str, caller_pid: int) -> bytes:
+        self.gen += 1
+        return b"".join(b"gen=%06d pid=%d line=%05d\n" % (self.gen, caller_pid, i) for i in range(400))
+
+
+def test_pread_at_zero_is_fresh_and_later_offsets_continue_that_render() -> None:
+    r = Ticking()
+    d = Dispatcher(Operations(r))
+    _, fh, _ = _open(d, pid=55)
+    _, other, _ = _open(d, pid=55)
+    assert r.gen == 0  # open renders nothing
+    assert _read(d, fh, 100, 10, pid=55) == b""  # never rendered: EOF, never a render from the middle
+    first = _read(d, fh, 0, 4096, pid=55)
+    assert first.startswith(b"gen=000001 ")
+    second = _read(d, fh, 0, 4096, pid=55)  # a poller's pread(fd, n, 0): a new sample
+    assert second.startswith(b"gen=000002 ") and second != first
+    _read(d, other, 0, 10, pid=55)  # another handle's render (gen 3) does not touch this one
+    tail = _read(d, fh, 4096, 1 << 20, pid=55)
+    full = second + tail
+    assert full == b"".join(b"gen=000002 pid=55 line=%05d\n" % i for i in range(400))  # one snapshot, not torn
+    assert r.gen == 3
+
+
+def test_handles_with_equal_renders_share_one_buffer() -> None:
+    # share_from=0: sharing from the first handle on (the default starts at 64 live handles).
+    ops = Operations(FakeRenderer(), handles=HandleTable(share_from=0))
+    fhs = [ops.open(MEMINFO, os.O_RDONLY, p) for p in range(300)]
+    for i, fh in enumerate(fhs):
+        ops.read(MEMINFO, fh, 0, 10, 1000 + i % 3)  # three readers' contents
+    assert ops.handles.distinct_buffers() == 3 and ops.handles.shared_buffers() == 3
+    for fh in fhs[:100]:  # re-read by a fourth reader: the old buffers lose holders, a fourth appears
+        ops.read(MEMINFO, fh, 0, 10, 4000)
+    assert ops.handles.distinct_buffers() == 4
+    assert ops.read(MEMINFO, fhs[0], 5, 30, 1) == FakeRenderer().render("proc/meminfo", 4000)[5:35]
+    for fh in fhs:
+        ops.release(fh)
+    assert ops.open_handles() == 0 and ops.handles.shared_buffers() == 0  # the last holder frees the buffer
+
+
+def test_sharing_starts_at_the_threshold() -> None:
+    table = HandleTable(share_from=64)
+    ops = Operations(FakeRenderer(), handles=table)
+    fhs = [ops.open(MEMINFO, os.O_RDONLY, 1) for _ in range(200)]  # 200 live handles: above the threshold
+    for fh in fhs:
+        ops.read(MEMINFO, fh, 0, 10, 1)
+    assert table.distinct_buffers() == 1
+    for fh in fhs[:150]:
+        ops.release(fh)
+    assert table.distinct_buffers() == 1 and table.shared_buffers() == 1
+    for fh in fhs[150:]:
+        ops.release(fh)
+    assert table.shared_buffers() == 0
 
 
 def test_release_frees_the_handle(dispatcher: Dispatcher) -> None:
@@ -122,6 +187,7 @@ def test_handle_from_another_worker_is_rendered_for_the_reader(renderer: FakeRen
     fh2 = old.open(MEMINFO, os.O_RDONLY, 5555)
     data = new.read(MEMINFO, fh, 0, 1 << 20, 6666)  # the old worker is gone; the reader is 6666
     assert data == renderer.render("proc/meminfo", 6666)
+    assert new.open_handles() == 1  # adopted (bounded: see HandleTable.max_foreign)
     assert new.read(MEMINFO, fh, 100, 50, 6666) == data[100:150]  # then served from what was rendered
     # a foreign handle first read from the middle: EOF, never a splice of two renders
     assert new.read(MEMINFO, fh2, 1000, 50, 6666) == b""
@@ -185,7 +251,9 @@ class ExplodingRenderer(FakeRenderer):
 def test_an_exception_becomes_eio_and_the_dispatcher_lives_on(caplog: pytest.LogCaptureFixture) -> None:
     d = Dispatcher(Operations(ExplodingRenderer()))
     with caplog.at_level(logging.ERROR):
-        assert _open(d)[0] == -errno.EIO
+        err, fh, _ = _open(d)
+        assert err == 0  # open renders nothing
+        assert split_reply(d.handle(request(P.Opcode.READ, read_body(fh, 0, 4096), MEMINFO)))[0] == -errno.EIO
     assert "boom" in caplog.text and d.errors == 1
     assert split_reply(d.handle(request(P.Opcode.LOOKUP, b"proc\0")))[0] == 0
 

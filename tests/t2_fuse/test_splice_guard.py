@@ -42,10 +42,10 @@ def test_page_cache_read_is_refused_and_read2_is_served(debug: bool) -> None:
     expected = r.render("proc/meminfo", 77)
     assert _read(d, fh, 0) == (-errno.EINVAL, b"")  # sendfile/splice/mmap fill
     assert _read(d, fh, 0, offset=4096) == (-errno.EINVAL, b"")
-    # the refusal did not disturb the handle: read(2) still gets the bytes rendered at open, from the start
+    # the refusal did not disturb the handle: read(2) renders for the reader at offset 0 and continues it
     assert _read(d, fh, P.FUSE_READ_LOCKOWNER) == (0, expected[:4096])
     assert _read(d, fh, P.FUSE_READ_LOCKOWNER, offset=4096) == (0, expected[4096:8192])
-    assert len(r.calls) == 2  # the open, and our own render of the expectation above: no render for a refusal
+    assert len(r.calls) == 2  # our own render of the expectation and the read at 0: none for a refusal
 
 
 def test_foreign_handle_page_cache_read_is_refused_too() -> None:

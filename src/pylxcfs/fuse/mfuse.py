@@ -75,7 +75,7 @@ class MfuseAdapter:
         return 0
 
     def open(self, path: str, fi: Any) -> int:
-        """Render for the caller; direct_io on, keep_cache off (design.md §3.5)."""
+        """A new handle (the first read at offset 0 renders); direct_io on, keep_cache off (docs/design-fuse.md)."""
         _uid, _gid, pid = self._m.fuse_get_context()
         try:
             fi.fh = self.ops.open(self.ops.tree.resolve(path).ino, fi.flags, pid)
@@ -86,7 +86,8 @@ class MfuseAdapter:
         return 0
 
     def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
-        """Slice the handle's bytes; refuse page-cache fills (the splice guard, docs/design-fuse.md)."""
+        """Offset 0 renders for the reader, later offsets continue that render (ops.Operations.read); page-cache
+        fills are refused (the splice guard, docs/design-fuse.md)."""
         _uid, _gid, pid = self._m.fuse_get_context()
         if not fi.lock_owner:
             # libfuse copies fuse_read_in.lock_owner into fi (do_read, proto >= 7.9) whatever read_flags says: a

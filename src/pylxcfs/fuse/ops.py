@@ -1,16 +1,17 @@
 """Binding-neutral filesystem operations over the Renderer: a static inode table, per-handle content.
 
 Role: what both front-ends (the raw protocol worker, fuse/wire.py, and the mfusepy adapter,
-fuse/mfuse.py) call. It knows the tree (derived from views.registry), hands out file handles that
-own the bytes rendered for the opener at open() (design.md §3.5: a reader never sees a mix of two
-snapshots), serves reads by slicing and maps every refusal to an errno through `FsError`, the only
-error path out. It makes no rendering decisions and imports no FUSE binding.
+fuse/mfuse.py) call. It knows the tree (derived from views.registry), hands out file handles, serves
+reads and maps every refusal to an errno through `FsError`, the only error path out. It makes no
+rendering decisions and imports no FUSE binding.
 
-Handles are 64-bit: a random per-process salt in the high 32 bits and a counter in the low 32. A
-worker that replaced a crashed or retired one therefore never mistakes a handle opened through its
-predecessor for one of its own; for such a foreign handle read from offset 0 it renders again for the
-reading pid (what C lxcfs does on every read at offset 0) and keeps the result under that handle; read
-from the middle, it answers end-of-file rather than splice two snapshots.
+Reads behave as the kernel's seq_file files and the C lxcfs do (docs/design-fuse.md, "Reads"): every
+read at offset 0 renders afresh for the READING process and keeps the bytes under the handle; a read at
+offset > 0 continues that render (a reader never sees a mix of two snapshots), and is end-of-file if the
+handle never rendered (a fresh handle, or one opened through a previous worker and first read from the
+middle). Pollers such as top and vmstat keep /proc/stat open and pread it from offset 0: each sample is
+new. open() renders nothing. The handle storage (and the sharing of identical renders) is
+fuse/handles.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from pylxcfs.fuse.handles import HandleTable
 from pylxcfs.fuse.protocol import FUSE_ROOT_ID, Attr
 from pylxcfs.views.registry import directories
 
@@ -32,8 +34,6 @@ DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444
 DT_DIR = 4
 DT_REG = 8
-# Foreign handles kept at most (their RELEASE may go to another worker and never reach us).
-_MAX_FOREIGN = 4096
 
 
 class RendererLike(Protocol):
@@ -130,13 +130,10 @@ class Tree:
 class Operations:
     """The filesystem: lookup/getattr/open/read/release/opendir/readdir/access/statfs over a Tree."""
 
-    def __init__(self, renderer: RendererLike, salt: int | None = None) -> None:
+    def __init__(self, renderer: RendererLike, salt: int | None = None, handles: HandleTable | None = None) -> None:
         self.renderer = renderer
         self.tree = Tree(renderer.paths())
-        self._salt = (salt if salt is not None else int.from_bytes(os.urandom(4), "little") | 1) & 0xFFFFFFFF
-        self._next = 0
-        self._handles: dict[int, bytes] = {}
-        self._foreign: dict[int, bytes] = {}
+        self.handles = handles if handles is not None else HandleTable(salt)
 
     # -- metadata -------------------------------------------------------------------------------
     def attr_of(self, node: Node) -> Attr:
@@ -173,56 +170,41 @@ class Operations:
 
     # -- files ----------------------------------------------------------------------------------
     def open(self, ino: int, flags: int, pid: int) -> int:
-        """Render the file for `pid` and return a handle owning the bytes. Write opens: EACCES."""
+        """A new handle for a file (nothing is rendered yet: the first read at offset 0 does it, for the reader).
+        Write opens: EACCES; directories: EISDIR."""
         node = self.tree.node(ino)
         if node.is_dir:
             raise FsError(errno.EISDIR, node.path)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise FsError(errno.EACCES, f"write open of {node.path}")
-        data = self.renderer.render(node.path, pid)
-        self._next = (self._next + 1) & 0xFFFFFFFF
-        fh = (self._salt << 32) | self._next
-        self._handles[fh] = data
-        return fh
+        return self.handles.new()
 
     def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
-        """Bytes [offset, offset+size) of the handle's content (b"" at or past the end)."""
+        """Offset 0: render for the reader `pid`, keep it under the handle, return its head. Offset > 0: bytes
+        [offset, offset+size) of the handle's last offset-0 render (b"" at or past its end, or if it has none)."""
+        if offset == 0:
+            node = self.tree.by_ino.get(ino)
+            if node is None or node.is_dir:
+                raise FsError(errno.EISDIR if node is not None else errno.ENOENT, node.path if node else str(ino))
+            return self.handles.store(fh, self.renderer.render(node.path, pid))[:size]
         if offset < 0:
             raise FsError(errno.EINVAL, "negative offset")
-        data = self._handles.get(fh)
+        data = self.handles.content(fh)
         if data is None:
-            data = self._foreign.get(fh)
-            if data is None:
-                node = self.tree.node(ino)
-                if node.is_dir:
-                    raise FsError(errno.EISDIR, node.path)
-                if offset > 0:
-                    # A handle opened through a previous worker, read from the middle: its bytes died with
-                    # that worker, and splicing in a new render could mix two snapshots (or a longer one's
-                    # tail). End of file, as C lxcfs answers a read at offset > 0 on an fd that never
-                    # generated content (virtual-files.md §3.4).
-                    log.debug("foreign handle %#x for %s read at %d: EOF", fh, node.path, offset)
-                    return b""
-                # Read from the start: render for the reader (see module doc).
-                log.debug("foreign handle %#x for %s: rendering for pid %d", fh, node.path, pid)
-                data = self.renderer.render(node.path, pid)
-                if len(self._foreign) >= _MAX_FOREIGN:
-                    self._foreign.pop(next(iter(self._foreign)))
-                self._foreign[fh] = data
+            # Unknown here (opened through a previous worker) and first read from the middle: the render it
+            # continues died with that worker, and a new one could mix two snapshots. End of file, as the C lxcfs
+            # answers a read at offset > 0 on an fd that never generated content.
+            log.debug("foreign handle %#x read at %d: EOF", fh, offset)
+            return b""
         return data[offset:offset + size]
-
-    def own_content(self, fh: int) -> bytes | None:
-        """The bytes of a handle this process opened, or None (unknown, or foreign: use read())."""
-        return self._handles.get(fh)
 
     def release(self, fh: int) -> None:
         """Forget a handle (unknown handles are ignored: their owner may have been another worker)."""
-        if self._handles.pop(fh, None) is None:
-            self._foreign.pop(fh, None)
+        self.handles.drop(fh)
 
     def open_handles(self) -> int:
         """How many handles this process holds (for logs and tests)."""
-        return len(self._handles) + len(self._foreign)
+        return len(self.handles)
 
     # -- directories ----------------------------------------------------------------------------
     def opendir(self, ino: int) -> int:
