@@ -130,16 +130,18 @@ def test_pread_at_zero_is_fresh_and_later_offsets_continue_that_render() -> None
     _, fh, _ = _open(d, pid=55)
     _, other, _ = _open(d, pid=55)
     assert r.gen == 0  # open renders nothing
-    assert _read(d, fh, 100, 10, pid=55) == b""  # never rendered: EOF, never a render from the middle
+    # never rendered: a first read from the middle renders (as seq_file does), later offsets continue it
+    mid = _read(d, fh, 100, 10, pid=55)
+    assert r.gen == 1 and mid == b"".join(b"gen=000001 pid=55 line=%05d\n" % i for i in range(400))[100:110]
     first = _read(d, fh, 0, 4096, pid=55)
-    assert first.startswith(b"gen=000001 ")
+    assert first.startswith(b"gen=000002 ")
     second = _read(d, fh, 0, 4096, pid=55)  # a poller's pread(fd, n, 0): a new sample
-    assert second.startswith(b"gen=000002 ") and second != first
-    _read(d, other, 0, 10, pid=55)  # another handle's render (gen 3) does not touch this one
+    assert second.startswith(b"gen=000003 ") and second != first
+    _read(d, other, 0, 10, pid=55)  # another handle's render (gen 4) does not touch this one
     tail = _read(d, fh, 4096, 1 << 20, pid=55)
     full = second + tail
-    assert full == b"".join(b"gen=000002 pid=55 line=%05d\n" % i for i in range(400))  # one snapshot, not torn
-    assert r.gen == 3
+    assert full == b"".join(b"gen=000003 pid=55 line=%05d\n" % i for i in range(400))  # one snapshot, not torn
+    assert r.gen == 4
 
 
 def test_handles_with_equal_renders_share_one_buffer() -> None:

@@ -7,9 +7,9 @@ rendering decisions and imports no FUSE binding.
 
 Reads behave as the kernel's seq_file files and the C lxcfs do (docs/design-fuse.md, "Reads"): every
 read at offset 0 renders afresh for the READING process and keeps the bytes under the handle; a read at
-offset > 0 continues that render (a reader never sees a mix of two snapshots), and is end-of-file if the
-handle never rendered (a fresh handle, or one opened through a previous worker and first read from the
-middle). Pollers such as top and vmstat keep /proc/stat open and pread it from offset 0: each sample is
+offset > 0 continues that render (a reader never sees a mix of two snapshots); on a handle that never
+rendered it renders first (as seq_file does), except for a handle opened through a previous worker, which
+may have been mid-read there: end-of-file. Pollers such as top and vmstat keep /proc/stat open and pread it from offset 0: each sample is
 new. open() renders nothing. The handle storage (and the sharing of identical renders) is
 fuse/handles.py.
 """
@@ -181,12 +181,9 @@ class Operations:
 
     def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
         """Offset 0: render for the reader `pid`, keep it under the handle, return its head. Offset > 0: bytes
-        [offset, offset+size) of the handle's last offset-0 render (b"" at or past its end, or if it has none)."""
+        [offset, offset+size) of the handle's last offset-0 render (b"" at or past its end)."""
         if offset == 0:
-            node = self.tree.by_ino.get(ino)
-            if node is None or node.is_dir:
-                raise FsError(errno.EISDIR if node is not None else errno.ENOENT, node.path if node else str(ino))
-            return self.handles.store(fh, self.renderer.render(node.path, pid))[:size]
+            return self._render(ino, fh, pid)[:size]
         if offset < 0:
             raise FsError(errno.EINVAL, "negative offset")
         data = self.handles.content(fh)
@@ -196,7 +193,17 @@ class Operations:
             # answers a read at offset > 0 on an fd that never generated content.
             log.debug("foreign handle %#x read at %d: EOF", fh, offset)
             return b""
+        if not data:
+            # Our handle, never rendered (or rendered empty): a first read from the middle gets that part of a new
+            # render, as the kernel's seq_file does for a pread at a position it has not generated.
+            data = self._render(ino, fh, pid)
         return data[offset:offset + size]
+
+    def _render(self, ino: int, fh: int, pid: int) -> bytes:
+        node = self.tree.by_ino.get(ino)
+        if node is None or node.is_dir:
+            raise FsError(errno.EISDIR if node is not None else errno.ENOENT, node.path if node else str(ino))
+        return self.handles.store(fh, self.renderer.render(node.path, pid))
 
     def release(self, fh: int) -> None:
         """Forget a handle (unknown handles are ignored: their owner may have been another worker)."""
