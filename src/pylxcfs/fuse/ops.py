@@ -9,9 +9,9 @@ Reads behave as the kernel's seq_file files and the C lxcfs do (docs/design-fuse
 read at offset 0 renders afresh for the READING process and keeps the bytes under the handle; a read at
 offset > 0 continues that render (a reader never sees a mix of two snapshots); on a handle that never
 rendered it renders first (as seq_file does), except for a handle opened through a previous worker, which
-may have been mid-read there: end-of-file. Pollers such as top and vmstat keep /proc/stat open and pread it from offset 0: each sample is
-new. open() renders nothing. The handle storage (and the sharing of identical renders) is
-fuse/handles.py.
+may have been mid-read there: end-of-file. Pollers such as top and vmstat keep /proc/stat open and
+pread it from offset 0: each sample is new. open() renders nothing. The handle storage (and the
+sharing of identical renders) is fuse/handles.py.
 """
 
 from __future__ import annotations
