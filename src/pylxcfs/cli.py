@@ -1,4 +1,5 @@
-"""The daemon's command line: `pylxcfs [options] [MOUNTPOINT]`, flag-compatible with C lxcfs.
+"""The daemon's command line: `pylxcfs [options] [MOUNTPOINT]`, flag-compatible with C lxcfs, and
+`pylxcfs status [--json] [MOUNTPOINT]` (status.py).
 
 Role: parse flags, take the pidfile lock, clean the mount point, then hand over to a FUSE back-end:
 the supervisor of the raw protocol (default; fuse/supervisor.py) or the single-process mfusepy
@@ -20,7 +21,7 @@ import resource
 import sys
 from collections.abc import Callable
 
-from pylxcfs import __version__
+from pylxcfs import __version__, statusdir
 from pylxcfs.context import ViewOptions
 from pylxcfs.errors import QuietError
 from pylxcfs.fuse import mountpoint
@@ -36,7 +37,9 @@ EXIT_PIDFILE_LOCKED = 4
 
 EPILOG = """exit codes: 0 clean shutdown, 1 error, 2 usage, 3 mount point busy (a live FUSE mount is
 there), 4 pidfile locked (another instance runs). Signals: SIGTERM/SIGINT unmount and exit 0; SIGHUP
-(raw back-end) replaces the serving worker by one started from the code on disk without failing a read."""
+(raw back-end) replaces the serving worker by one started from the code on disk without failing a read.
+`pylxcfs status [--json] [MOUNTPOINT]` reports the daemon's health and the containers it serves
+(`pylxcfs status --help`); a mount point literally named "status" must be written ./status."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fuse-backend", choices=("raw", "mfusepy"), default="raw",
                     help="raw: supervised workers speaking the kernel protocol (default; survives worker "
                     "crashes and reloads); mfusepy: one libfuse3 process")
+    ap.add_argument("--metrics-listen", metavar="ADDR:PORT|unix:PATH", action="append", default=[],
+                    type=_listen_type, help="serve Prometheus metrics at http://ADDR:PORT/metrics (`:9100` for every "
+                    "address, `[::1]:9100` for IPv6) or on a unix socket; repeatable. A small exporter process "
+                    "started with the daemon serves them")
     ap.add_argument("-v", "--version", action="version", version=f"pylxcfs {__version__}")
     return ap
+
+
+def _listen_type(spec: str) -> object:
+    from pylxcfs.metrics import parse_listen  # prometheus_client is imported only when metrics are asked for
+
+    return parse_listen(spec)
 
 
 class PidFile:
@@ -168,7 +181,19 @@ def run(args: argparse.Namespace) -> int:
     except QuietError as e:
         report(e.exit_code, str(e))
         raise
+    status_dir = statusdir.status_dir_for(args.pidfile)
     try:
+        try:
+            statusdir.prepare(status_dir)  # only now: the pidfile lock says no other daemon publishes there
+        except OSError as e:
+            raise QuietError(f"status directory {status_dir}: {e.strerror or e}", 1) from None
+        if args.metrics_listen:
+            from pylxcfs import metrics
+
+            try:
+                metrics.spawn(args.metrics_listen, status_dir)
+            except OSError as e:
+                raise QuietError(str(e), 1) from None
         mnt = mountpoint.prepare(args.mountpoint)
     except QuietError as e:
         pidfile.remove()
@@ -178,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         pidfile.write()
         cfg = DaemonConfig(host_root=os.path.abspath(args.host_root) if args.host_root else None,
                            opts=ViewOptions(enable_loadavg=args.enable_loadavg, disable_swap=args.disable_swap,
-                                            enable_cfs=args.enable_cfs), debug=args.debug)
+                                            enable_cfs=args.enable_cfs), debug=args.debug, status_dir=status_dir)
 
         def on_ready() -> None:
             log.info("serving %s (pid %d, backend %s)", mnt, os.getpid(), args.fuse_backend)
@@ -217,7 +242,12 @@ def raise_nofile_limit() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point of `pylxcfs`."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:
+        from pylxcfs import status
+
+        return status.main(argv[1:])
+    args = build_parser().parse_args(argv)
     setup_logging(args.debug, tag=f"pylxcfs[{os.getpid()}]")
     raise_nofile_limit()
     try:

@@ -6,19 +6,28 @@ host file unchanged (LXCFS behaviour, spec §4.3): a caller in the daemon's own 
 pid and a view module that does not exist yet are expected and logged at DEBUG; anything else gets ONE
 WARNING line naming the file, pid and reason, rate-limited per (view, exception type). It never raises
 for a known path. It does not know about FUSE.
+
+Every render is counted per container (stats.Stats: requests, render time, fallbacks by reason, last
+error); with a status directory (statusdir.py) the serving process publishes those numbers about once a
+second for `pylxcfs status` and the metrics exporter.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import time
 from typing import Any
 
+from pylxcfs import __version__
 from pylxcfs.context import ContainerContext, Producer, ViewEnv, ViewOptions
-from pylxcfs.errors import NotInContainer, ProcessGone
+from pylxcfs.errors import NotInContainer, ParseError, ProcessGone
 from pylxcfs.hostfs import HostRoot, read_bytes
 from pylxcfs.log import RateLimited
+from pylxcfs.parse.pid import parse_stat_starttime
 from pylxcfs.procs.resolve import PidResolver, Resolver
+from pylxcfs.stats import Stats
 from pylxcfs.views.registry import VIEW_PATHS, VIEWS
 
 __all__ = ["Renderer", "ViewOptions"]
@@ -53,7 +62,8 @@ def _load_producer(module: str) -> Producer | None:
 class Renderer:
     """Renders virtual files for callers."""
 
-    def __init__(self, root: HostRoot, opts: ViewOptions, resolver: PidResolver | None = None) -> None:
+    def __init__(self, root: HostRoot, opts: ViewOptions, resolver: PidResolver | None = None,
+                 status_dir: str | None = None) -> None:
         self.root = root
         self.opts = opts
         self.resolver: PidResolver = resolver if resolver is not None else Resolver(root)
@@ -64,6 +74,10 @@ class Renderer:
         self._warnings = RateLimited(log, WARN_INTERVAL_S)
         self.fallbacks: dict[tuple[str, str], int] = {}  # (view path, reason) -> count, for tests and stats
         self._sampler: Any = None
+        self.stats = Stats()
+        self.status_dir = status_dir
+        self._publisher: Any = None
+        self._closing = False
 
     def paths(self) -> tuple[str, ...]:
         """Every virtual file path ("proc/meminfo", ...)."""
@@ -83,22 +97,35 @@ class Renderer:
         """What `caller_pid` should read at `path`; host bytes on any failure. Never raises for known paths
         (an unknown path raises KeyError: the FUSE layer answers ENOENT before calling)."""
         _module, produce = self._producers[path]
+        t0 = time.perf_counter_ns()
+        ctx: ContainerContext | None = None
+        reason = "ViewMissing"
+        err = ""
         if produce is not None:
             try:
-                return produce(self.env, self.resolver.resolve(caller_pid)).encode()
+                ctx = self.resolver.resolve(caller_pid)
+                data = produce(self.env, ctx).encode()
+                self.stats.record(path, ctx, time.perf_counter_ns() - t0)
+                return data
             except NotInContainer:
                 # The issue says host callers get the host file unchanged (LXCFS would use their own cgroup).
-                pass
+                self.stats.record_host()
+                reason = ""
             except ProcessGone as e:
-                self._count(path, "ProcessGone")
+                reason, err = "ProcessGone", str(e)
+                self._count(path, reason)
                 log.debug("%s: pid %d: %s; serving the host file", path, caller_pid, e)
             except Exception as e:
+                reason, err = type(e).__name__, str(e)
                 self._fell_back(path, caller_pid, e)
         try:
-            return self.host_bytes(path)
+            data = self.host_bytes(path)
         except OSError as e:
             self._fell_back(path, caller_pid, e, what="host file unreadable, serving an empty file")
-            return b""
+            reason, err, data = "HostUnreadable", str(e), b""
+        if reason:
+            self.stats.record(path, ctx, time.perf_counter_ns() - t0, reason, err)
+        return data
 
     def _count(self, path: str, reason: str) -> int:
         key = (path, reason)
@@ -119,9 +146,41 @@ class Renderer:
 
             self._sampler = LoadavgSampler(self.root, self.env)
             self._sampler.start()
+        if self.status_dir is not None and self._publisher is None:
+            from pylxcfs.statusdir import WORKER_PREFIX, Publisher
+
+            self._publisher = Publisher(self.status_dir, f"{WORKER_PREFIX}{os.getpid()}.json", self.snapshot,
+                                        prune=self.prune_stats)
+            self._publisher.start()
+
+    def _init_alive(self, pid: int, start_ticks: int) -> bool:
+        try:
+            stat = read_bytes(self.root.proc_path(f"{pid}/stat")).decode()
+            return parse_stat_starttime(stat) == start_ticks
+        except (OSError, ParseError, UnicodeDecodeError):
+            return False
+
+    def prune_stats(self) -> int:
+        """Forget containers whose init is gone (bounded label cardinality for the metrics)."""
+        return self.stats.prune(self._init_alive)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this serving process publishes: identity, options and the per-container stats."""
+        snap = self.stats.snapshot()
+        layout = getattr(self.resolver, "_layout", None)
+        snap.update(pid=os.getpid(), version=__version__, time=time.time(), exited=self._closing,
+                    options={"enable_loadavg": self.opts.enable_loadavg, "disable_swap": self.opts.disable_swap,
+                             "enable_cfs": self.opts.enable_cfs},
+                    cgroup_layout=layout.layout.value if layout is not None else None,
+                    host_root=None if self.root.is_real_procfs else self.root.proc)
+        return snap
 
     def close(self) -> None:
         """Stop background work."""
         if self._sampler is not None:
             self._sampler.stop()
             self._sampler = None
+        if self._publisher is not None:
+            self._closing = True
+            self._publisher.stop(final=True)
+            self._publisher = None

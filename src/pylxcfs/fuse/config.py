@@ -22,6 +22,7 @@ class DaemonConfig:
     host_root: str | None = None
     opts: ViewOptions = field(default_factory=ViewOptions)
     debug: bool = False
+    status_dir: str | None = None  # where serving processes publish their stats (statusdir.py); None: nowhere
 
     def root(self) -> HostRoot:
         """The HostRoot to read from."""
@@ -29,15 +30,18 @@ class DaemonConfig:
 
     def make_renderer(self) -> Renderer:
         """A fresh Renderer (call .start() in the serving process)."""
-        return Renderer(self.root(), self.opts)
+        return Renderer(self.root(), self.opts, status_dir=self.status_dir)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (the worker's --config)."""
-        return {"host_root": self.host_root, "opts": asdict(self.opts), "debug": self.debug}
+        return {"host_root": self.host_root, "opts": asdict(self.opts), "debug": self.debug,
+                "status_dir": self.status_dir}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DaemonConfig:
         """Inverse of to_json; unknown option names are ignored (a newer supervisor, an older worker)."""
         known = set(ViewOptions.__dataclass_fields__)
         opts = ViewOptions(**{k: bool(v) for k, v in dict(d.get("opts") or {}).items() if k in known})
-        return cls(host_root=d.get("host_root"), opts=opts, debug=bool(d.get("debug", False)))
+        sdir = d.get("status_dir")
+        return cls(host_root=d.get("host_root"), opts=opts, debug=bool(d.get("debug", False)),
+                   status_dir=sdir if isinstance(sdir, str) else None)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pylxcfs import syscalls
+from pylxcfs import statusdir, syscalls
 from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.config import DaemonConfig
@@ -89,6 +89,8 @@ class Supervisor:
         self._startup_failures = 0
         self.crashes = 0
         self.connection_gone = False
+        # `pylxcfs status` and the metrics exporter read what this publishes (statusdir.py).
+        self.status = statusdir.SupervisorStatus(cfg.status_dir) if cfg.status_dir else None
 
     # -- mount and INIT ---------------------------------------------------------------------------
     def mount(self) -> None:
@@ -275,6 +277,8 @@ class Supervisor:
                     self.reload()
                 self._check_deadlines()
                 self._ensure_worker()
+                if self.status is not None:
+                    self.status.tick(self)
         except BaseException:
             self.shutdown()
             raise
@@ -319,5 +323,7 @@ class Supervisor:
             finally:
                 os.close(self._watchdog_w)
                 self._watchdog_w = -1
+        if self.status is not None:
+            self.status.close()
         log.info("unmounted %s; bye", self.mnt)
         return 0

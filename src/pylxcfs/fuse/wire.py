@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.install(signal.SIGUSR2, signal.SIGTERM)
     renderer = cfg.make_renderer()
     ops = Operations(renderer)
+    renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     renderer.start()
     if args.ready_fd >= 0:
