@@ -136,12 +136,13 @@ def test_statusdir_paths_atomic_files_and_trim(tmp_path: Path) -> None:
         pid, ready, retiring_since = 139, True, None
 
     class Sup:
-        workers = {139: W()}
+        def __init__(self) -> None:
+            self.workers = {139: W()}
 
     statusdir.SupervisorStatus(str(d)).tick(Sup())
     left = sorted(int(n[7:-5]) for n in os.listdir(d) if n.startswith("worker-") and n[7:-5].isdigit())
-    # the live worker plus the newest KEEP_EXITED_WORKERS exited ones (by mtime); the oldest go
-    assert 139 in left and 100 not in left and len(left) == statusdir.KEEP_EXITED_WORKERS + 1  # worker-9 is the newest exited
+    # the live worker plus the newest KEEP_EXITED_WORKERS exited ones by mtime (worker-9 is the newest); the oldest go
+    assert 139 in left and 100 not in left and len(left) == statusdir.KEEP_EXITED_WORKERS + 1
     assert statusdir.read_all(str(d))[0]["workers"] == [{"pid": 139, "ready": True, "retiring": False}]
     statusdir.prepare(str(d))  # a new daemon starts clean
     assert [n for n in os.listdir(d) if n.endswith(".json")] == []
