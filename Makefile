@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # real containers (runc, crun, busybox-static), real clients (procps, util-linux, sysstat),
 # the C lxcfs for side-by-side checks, and QEMU for the pure cgroup-v2 guest.
 APT_RUN := fuse3
-APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc jq \
+APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc jq strace \
 	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns
 STAMP := $(VENV)/.installed
 

@@ -1,6 +1,6 @@
 """`lxcfs-hook`: the OCI hook (iSulad prestart, runc/crun prestart/createRuntime/createContainer, podman/CRI-O
 hooks.d). Reads the OCI state on stdin, finds the rootfs, mounts every file the daemon serves over <rootfs>/proc/*
-and <rootfs>/sys/devices/system/cpu/online with slave propagation, and registers the container for later
+and <rootfs>/sys/devices/system/cpu/online with private propagation, and registers the container for later
 `remount --all` / `umount --all`.
 
 Stages (engines.md §1): prestart/createRuntime run in the runtime's namespaces with the container init's HOST pid:
