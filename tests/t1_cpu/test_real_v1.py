@@ -164,10 +164,9 @@ def test_cpuset_0_one_processor_online_0_and_real_usage(cgroups: Cgroups) -> Non
         assert row[0] == int(usage[1]) * HZ // 10**9 and row[2] == int(usage[2]) * HZ // 10**9
         assert row[0] + row[2] > 0  # the burn was accounted
         assert s.total == row
+        # btime is the host's (start times in /proc/<pid>/stat count from the host's boot)
         host_btime = parse_stat(Path("/proc/stat").read_text()).btime
-        assert host_btime is not None and s.btime == host_btime + ctx.init_start_ticks // HZ
-        # the container's boot time is "now - its uptime": within a second or two of when we started it
-        assert abs(s.btime - time.time()) < 15
+        assert host_btime is not None and s.btime == host_btime
     finally:
         launcher.kill()
         launcher.wait()

@@ -30,8 +30,8 @@ def expect(host: str, rows: list[str], btime: int) -> str:
     return "\n".join(["cpu  " + " ".join(total), *rows, *host_other(host, btime)]) + "\n"
 
 
-# host btime 1795925148; init started 123456 ticks after boot = 1234 s -> container btime 1795926382
-X86_BTIME = 1795926382
+# btime is the host's line, unchanged, whenever the container's init started (as the C lxcfs keeps it)
+X86_BTIME = 1795925148
 
 
 def test_v1_single_cpu() -> None:
@@ -80,11 +80,11 @@ def test_no_cpuacct_shows_host_rows_renumbered() -> None:
 def test_v2_even_split() -> None:
     # cpuset 0,2-3; cpu.stat user 3010000 us -> 301 ticks -> 101/100/100; system 199 -> 67/66/66.
     # host cpu0 and cpu2 non-idle 160 < 168 and 166 -> idle stays 10000 (lxcfs rule);
-    # cpu3 non-idle 610 >= 166 -> 10000 + 444 = 10444. btime 1700000000 + 500 // 100.
+    # cpu3 non-idle 610 >= 166 -> 10000 + 444 = 10444. btime: the host's 1700000000.
     env = env_of(ARM)
     out = stat.produce(env, v2_ctx(env.root, "ct"))
     assert out == expect(ARM, ["cpu0 101 0 67 10000 0 0 0 0 0 0", "cpu1 100 0 66 10000 0 0 0 0 0 0",
-                               "cpu2 100 0 66 10444 0 0 0 0 0 0"], 1700000005)
+                               "cpu2 100 0 66 10444 0 0 0 0 0 0"], 1700000000)
 
 
 def test_v2_cfs_cap() -> None:
@@ -92,7 +92,7 @@ def test_v2_cfs_cap() -> None:
     env = env_of(ARM, enable_cfs=True)
     out = stat.produce(env, v2_ctx(env.root, "ct"))
     assert out == expect(ARM, ["cpu0 151 0 100 10000 0 0 0 0 0 0", "cpu1 150 0 99 10000 0 0 0 0 0 0"],
-                         1700000005)
+                         1700000000)
 
 
 def test_no_cpuset_cgroup_raises() -> None:
@@ -164,11 +164,13 @@ def test_host_btime_absent_no_rewrite(tmp_path: Path) -> None:
     assert "btime" not in out
 
 
-def test_btime_matches_container_uptime_definition() -> None:
-    # btime = host btime + init start (s): i.e. now - container uptime, as /proc/uptime computes it
+def test_btime_is_the_hosts_whenever_the_init_started() -> None:
+    # /proc/<pid>/stat start times count from the host's boot, so ps computes btime + starttime / HZ: btime must be
+    # the host's (the fixture's line), not the container's start
     env = env_of(X86)
-    out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct", start_ticks=1_000_099))
-    assert "btime 1795935148\n" in out  # 1795925148 + 1000099 // 100
+    for ticks in (0, 1_000_099):
+        out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct", start_ticks=ticks))
+        assert "\nbtime 1795925148\n" in out
 
 
 def test_shared_cpuacct_different_cpusets_get_separate_nodes() -> None:

@@ -34,9 +34,11 @@ values, not at zero on the first read, and idle is not reduced to make a fractio
 CPU (a container capped at 0.5 CPU shows 50% busy at most, which is what it gets).
 
 Other lines: intr, ctxt, processes, procs_running, procs_blocked, softirq and unknown lines are the host's,
-verbatim (cgroups do not count interrupts, context switches or forks). btime is rewritten to
-host btime + start time of the container's init, i.e. now - the container's uptime, so that
-`ps -o lstart` and `uptime -s` inside agree with /proc/uptime.
+verbatim (cgroups do not count interrupts, context switches or forks). btime too stays the host's, as in the
+C lxcfs: the start times in /proc/<pid>/stat count from the HOST's boot (a pid namespace does not rebase
+them), and ps, top and every tool compute a process's start as btime + starttime / USER_HZ; a container's
+btime would put its processes in the future by the host's uptime at container start. The container's age is
+/proc/uptime's business (`uptime`, `uptime -s`, top's "up").
 """
 
 from __future__ import annotations
@@ -193,5 +195,4 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     node = advance(state.nodes.get(key), shown, raw, now)
     state.nodes[key] = node
     state.prune(now)
-    btime = host.btime + ctx.init_start_ticks // USER_HZ if host.btime is not None else None
-    return render_stat(node.out, host, btime)
+    return render_stat(node.out, host, None)  # the host's btime (module doc)
