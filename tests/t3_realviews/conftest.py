@@ -7,10 +7,10 @@ stopped by PID (SIGTERM, then SIGKILL) and lazily unmounted if still mounted, cg
 
 `PYLXCFS_REALVIEWS_DAEMON=lxcfs` points the "ours" fixtures at the C lxcfs instead: that is how the harness
 itself was validated (every lxcfs-compatible expectation must pass against the reference implementation).
-Against lxcfs 5.0.3, 64 of 72 pass; the 8 that fail are deliberate differences, each stated in its test:
+Against lxcfs 5.0.3, 69 of 76 pass; the 7 that fail are deliberate differences, each stated in its test:
 host callers get the host files (test_rv_host, 3 tests; lxcfs virtualizes them by their own cgroup), cpuinfo
-topology per the seed (siblings 1, core id 0, cpu cores 1), a parent's CFS quota limits the child's CPU count (lxcfs 6.0+), and diskstats/partitions (5.0 has no partitions and
-passes diskstats through on blk-mq kernels).
+topology per the seed (siblings 1, core id 0, cpu cores 1), a parent's CFS quota limits the child's CPU count
+(lxcfs 6.0+), and diskstats/partitions (5.0 has no partitions and passes diskstats through on blk-mq kernels).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ shows 0% us under a busy loop. ps computes a process's start as btime + starttim
 from the HOST's boot, so btime must be the host's. The container is PID 1 of a new pid namespace born in a real v1
 cgroup with cpuset 1 (not CPU 0), OUR files bound over /proc as lxcfs-hook binds them. Expected figures come from
 the kernel's own accounting (the cgroup's cpuacct.usage, the poller's CPU clock) and the test's clock, never from
-our output.
+our output. All of these pass against the C lxcfs 5.0.3 too (PYLXCFS_REALVIEWS_DAEMON=lxcfs), which renders at
+every offset-0 read and keeps the host's btime.
 """
 
 from __future__ import annotations
@@ -75,14 +76,15 @@ def test_pread_at_zero_on_a_kept_open_file_is_a_new_sample(ours: Mounted, busy_b
     # uptime has 2 decimals: the second sample is later by the poller's own wall clock (+- rounding and the reads)
     assert r["wall"] - 0.05 <= up2 - up1 <= r["wall"] + 0.5, (r["u1"], r["u2"], r["wall"])
     rows1, rows2 = ex.stat_cpus(r["s1"]), ex.stat_cpus(r["s2"])
-    assert [x.label for x in rows1] == [x.label for x in rows2] == ["cpu", "cpu0"]
+    # one row for the container's one CPU (its id is the view's business: renumbered 0 or the host's 1)
+    assert [x.label for x in rows1] == [x.label for x in rows2] and len(rows1) == 2 and rows1[0].label == "cpu"
     busy1 = rows1[1].cols[0] + rows1[1].cols[2]
     busy2 = rows2[1].cols[0] + rows2[1].cols[2]
     # the cgroup's user+system grew at least by the CPU time the poller itself burned (ticks truncate: -2)
     assert busy2 - busy1 >= int(r["cpu"] * HZ) - 2 > 0, (rows1, rows2, r["cpu"])
     # a read at 0 then one at 64 continue ONE render: a well-formed file whose aggregate equals its only row
     pieces = ex.stat_cpus(r["pieces"])
-    assert [x.label for x in pieces] == ["cpu", "cpu0"] and pieces[0].cols == pieces[1].cols
+    assert [x.label for x in pieces] == [x.label for x in rows2] and pieces[0].cols == pieces[1].cols
     assert ex.stat_keys(r["pieces"]) == ex.stat_keys(r["s2"])
 
 
@@ -111,7 +113,7 @@ def test_top_shows_the_busy_loop_as_user_time(ours: Mounted, busy_box: V1Cgroup)
     # top's second iteration is the delta over its 1 s delay: the container's one CPU is busy in user mode for the
     # share of CPU 1 the cgroup got (other tasks' time on CPU 1 counts as idle inside, as in the C lxcfs).
     cpus = re.findall(r"^%Cpu(\d+)\s*:\s*([\d.]+) us,\s*([\d.]+) sy,.*?([\d.]+) id", out, re.M)
-    assert len(cpus) == 2 and cpus[0][0] == cpus[1][0] == "0", out  # two iterations, one CPU, numbered 0
+    assert len(cpus) == 2 and cpus[0][0] == cpus[1][0], out  # two iterations, one CPU each
     us, sy, idle = (float(x) for x in cpus[1][1:])
     assert share > 20, f"the busy loop got only {share:.0f}% of CPU 1: machine too loaded to judge\n{out}"
     assert abs(us - share) <= 25, (us, share, out)
@@ -133,7 +135,7 @@ def test_vmstat_samples_move(ours: Mounted, busy_box: V1Cgroup) -> None:
 
 
 def _parse_utc(text: str, fmt: str) -> float:
-    return dt.datetime.strptime(text.strip(), fmt).replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.strptime(text.strip(), fmt).replace(tzinfo=dt.UTC).timestamp()
 
 
 def test_ps_start_times_are_real_and_uptime_s_is_the_container_start(ours: Mounted, busy_box: V1Cgroup) -> None:
