@@ -13,10 +13,14 @@ PYTEST_ARGS ?=
 # the C lxcfs for side-by-side checks, and QEMU for the pure cgroup-v2 guest.
 APT_RUN := fuse3
 APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc jq strace \
-	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns
+	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns \
+	python3-venv mmdebstrap
+# `make deb`: the package is a venv made with Debian's python3 (python3-venv), packed by dpkg-deb;
+# `make deb-test` checks it in a clean Debian 12 root made by mmdebstrap (cached in build/deb-root).
+APT_DEB := python3-venv mmdebstrap
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-run apt-run apt-test run test lint unit bench demo clean
+.PHONY: install install-run apt-run apt-test run test lint unit bench demo clean deb deb-test
 
 apt-run:
 	@bash tools/apt-ensure.sh $(APT_RUN)
@@ -51,6 +55,13 @@ demo: install
 
 bench: install
 	$(VPY) -m bench.run
+
+deb:
+	@bash tools/apt-ensure.sh $(APT_DEB)
+	bash packaging/deb/build.sh build/deb
+
+deb-test: deb
+	bash packaging/deb/test-in-root.sh build/deb/pylxcfs_$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/pylxcfs/__init__.py)-1_all.deb
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
