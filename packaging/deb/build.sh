@@ -64,7 +64,7 @@ printf 'pylxcfs (%s) unstable; urgency=medium\n\n  * Built from the pylxcfs chec
 	| gzip -9n >"$doc/changelog.Debian.gz"
 if [ -d "$repo/deploy/kubernetes" ]; then
 	mkdir -p "$doc/examples/kubernetes"
-	install -m 0644 "$repo"/deploy/kubernetes/*.yaml "$doc/examples/kubernetes/"
+	install -m 0644 "$repo"/deploy/kubernetes/* "$doc/examples/kubernetes/"
 fi
 
 # 6. Control files.
