@@ -28,6 +28,7 @@ from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse.config import DaemonConfig
 from pylxcfs.fuse.sdnotify import sd_notify
 from pylxcfs.log import setup_logging
+from pylxcfs.service import load_registry
 
 log = logging.getLogger("pylxcfs")
 
@@ -171,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         raise QuietError(f"--host-root {args.host_root}: no proc/ directory there", 1)
     if os.geteuid() != 0:
         raise QuietError("pylxcfs must run as root (it mounts a FUSE filesystem with allow_other)", 1)
+    # Every registry row must name a module and function that exist: a broken row stops the start here, before
+    # anything is mounted, instead of silently serving the host file (service.load_registry raises RegistryError).
+    load_registry()
     logfd = _open_log(args.log) if args.log else None
     if not foreground:
         report = _daemonize(logfd)

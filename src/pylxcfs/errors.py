@@ -45,3 +45,7 @@ class QuietError(PylxcfsError):
     def __init__(self, msg: str, exit_code: int = 1) -> None:
         self.exit_code = exit_code
         super().__init__(msg)
+
+
+class RegistryError(QuietError):
+    """A registry row names a view module or function that does not exist: the daemon refuses to start."""

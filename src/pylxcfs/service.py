@@ -1,11 +1,14 @@
 """The binding-neutral heart of the daemon: (virtual path, caller pid) -> the bytes that caller reads.
 
 The FUSE front-ends (fuse/) call only this. It resolves the caller's container (procs/resolve.py), calls
-the view module's `produce(env, ctx)` (views/registry.py names the module), and on any failure serves the
-host file unchanged (LXCFS behaviour, spec §4.3): a caller in the daemon's own pid namespace, a vanished
-pid and a view module that does not exist yet are expected and logged at DEBUG; anything else gets ONE
-WARNING line naming the file, pid and reason, rate-limited per (view, exception type). It never raises
-for a known path. It does not know about FUSE.
+the registry row's function (views/registry.py names module, function and arguments), and on any failure
+serves the host file unchanged (LXCFS behaviour): a caller in the daemon's own pid namespace and a vanished
+pid are expected and logged at DEBUG; anything else gets ONE WARNING line naming the file, pid and reason,
+rate-limited per (view, exception type). It never raises for a known path. A row whose module or function
+does not exist is a RegistryError when the Renderer is built, i.e. at daemon start (cli.py builds one before
+mounting), never a silent host fallback. For directory views it says which host entries a caller does not
+see (`hidden`) and hands out the host directory they pass through from (`host_tree`). It does not know
+about FUSE.
 
 Every render is counted per container (stats.Stats: requests, render time, fallbacks by reason, last
 error); with a status directory (statusdir.py) the serving process publishes those numbers about once a
@@ -18,45 +21,61 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pylxcfs import __version__
 from pylxcfs.context import ContainerContext, Producer, ViewEnv, ViewOptions
-from pylxcfs.errors import NotInContainer, ParseError, ProcessGone
+from pylxcfs.errors import NotInContainer, ParseError, ProcessGone, RegistryError
 from pylxcfs.hostfs import HostRoot, read_bytes
+from pylxcfs.hosttree import HostTree
 from pylxcfs.log import RateLimited
 from pylxcfs.parse.pid import parse_stat_starttime
 from pylxcfs.procs.resolve import PidResolver, Resolver
 from pylxcfs.stats import Stats
-from pylxcfs.views.registry import VIEW_PATHS, VIEWS
+from pylxcfs.views.registry import TREE_PATHS, TREES, VIEW_PATHS, VIEWS, ViewSpec
 
-__all__ = ["Renderer", "ViewOptions"]
+TreeFilter = Callable[[ViewEnv, ContainerContext, Iterable[str]], frozenset[str]]
+
+__all__ = ["Renderer", "ViewOptions", "load_registry", "load_view"]
 
 log = logging.getLogger(__name__)
 
 WARN_INTERVAL_S = 60.0  # at most one warning per (view, exception type) per minute; the rest are counted
 
 
-def _load_producer(module: str) -> Producer | None:
-    """The view module's produce(), or None while that module has not landed (host fallback)."""
+def _function(module: str, function: str, what: str) -> Callable[..., Any]:
+    """pylxcfs.views.<module>.<function>, or RegistryError (raised at daemon start, never while serving)."""
     name = f"pylxcfs.views.{module}"
     try:
         mod = importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name == name:
-            log.debug("%s: view module not present yet; serving the host file", name)
-            return None
-        log.warning("%s: cannot import (%s); serving the host file", name, e)
-        return None
-    except Exception as e:  # a broken view must not take the daemon down
-        log.warning("%s: cannot import (%s: %s); serving the host file", name, type(e).__name__, e)
-        return None
-    produce: Any = getattr(mod, "produce", None)
-    if produce is None:
-        log.warning("%s has no produce(); serving the host file", name)
-        return None
-    p: Producer = produce
-    return p
+    except Exception as e:
+        raise RegistryError(f"{what}: cannot import {name} ({type(e).__name__}: {e})") from e
+    fn = getattr(mod, function, None)
+    if not callable(fn):
+        raise RegistryError(f"{what}: {name} has no function {function}()")
+    return fn  # type: ignore[no-any-return]
+
+
+def load_view(spec: ViewSpec) -> Producer:
+    """The row's renderer as produce(env, ctx): its module's function with the row's arguments bound."""
+    fn = _function(spec.module, spec.function, spec.path)
+    args = spec.args
+    if not args:
+        p: Producer = fn
+        return p
+
+    def bound(env: ViewEnv, ctx: ContainerContext) -> str:
+        return fn(env, ctx, *args)  # type: ignore[no-any-return]
+
+    return bound
+
+
+def load_registry() -> tuple[dict[str, Producer], dict[str, TreeFilter]]:
+    """Every row's renderer and every tree's filter; RegistryError names the first row that cannot be served."""
+    producers = {v.path: load_view(v) for v in VIEWS}
+    filters: dict[str, TreeFilter] = {t.path: _function(t.module, t.filter, t.path) for t in TREES}
+    return producers, filters
 
 
 class Renderer:
@@ -68,9 +87,8 @@ class Renderer:
         self.opts = opts
         self.resolver: PidResolver = resolver if resolver is not None else Resolver(root)
         self.env = ViewEnv(root=root, opts=opts)
-        self._producers: dict[str, tuple[str, Producer | None]] = {
-            v.path: (v.module, _load_producer(v.module)) for v in VIEWS
-        }
+        self._producers, self._filters = load_registry()
+        self._trees = {t: HostTree(self._host_abspath(t)) for t in TREE_PATHS}
         self._warnings = RateLimited(log, WARN_INTERVAL_S)
         self.fallbacks: dict[tuple[str, str], int] = {}  # (view path, reason) -> count, for tests and stats
         self._sampler: Any = None
@@ -83,11 +101,36 @@ class Renderer:
         """Every virtual file path ("proc/meminfo", ...)."""
         return VIEW_PATHS
 
-    def host_bytes(self, path: str) -> bytes:
-        """The host's own file for a virtual path (the fallback content)."""
+    def tree_paths(self) -> tuple[str, ...]:
+        """Every per-container directory view ("sys/devices/system/cpu", ...)."""
+        return TREE_PATHS
+
+    def _host_abspath(self, path: str) -> str:
         top, _, rest = path.partition("/")
         base = self.root.proc if top == "proc" else self.root.sys
-        return read_bytes(f"{base}/{rest}")
+        return f"{base}/{rest}"
+
+    def host_bytes(self, path: str) -> bytes:
+        """The host's own file for a virtual path (the fallback content)."""
+        return read_bytes(self._host_abspath(path))
+
+    def host_tree(self, tree: str) -> HostTree:
+        """The host directory behind a directory view (what its entries pass through from)."""
+        return self._trees[tree]
+
+    def hidden(self, tree: str, caller_pid: int, names: Iterable[str]) -> frozenset[str]:
+        """Which of `names` (top-level entries of the host directory `tree`) the caller does not see. Host callers
+        and callers whose container cannot be resolved see everything (as they get the host files)."""
+        try:
+            return self._filters[tree](self.env, self.resolver.resolve(caller_pid), names)
+        except NotInContainer:
+            return frozenset()
+        except ProcessGone as e:
+            self._count(tree, "ProcessGone")
+            log.debug("%s: pid %d: %s; showing the host directory", tree, caller_pid, e)
+        except Exception as e:
+            self._fell_back(tree, caller_pid, e, what="showing the host directory")
+        return frozenset()
 
     def context(self, caller_pid: int) -> ContainerContext:
         """The caller's resolved context (raises NotInContainer / ProcessGone / others); for tools and tests."""
@@ -96,28 +139,26 @@ class Renderer:
     def render(self, path: str, caller_pid: int) -> bytes:
         """What `caller_pid` should read at `path`; host bytes on any failure. Never raises for known paths
         (an unknown path raises KeyError: the FUSE layer answers ENOENT before calling)."""
-        _module, produce = self._producers[path]
+        produce = self._producers[path]
         t0 = time.perf_counter_ns()
         ctx: ContainerContext | None = None
-        reason = "ViewMissing"
+        reason = ""
         err = ""
-        if produce is not None:
-            try:
-                ctx = self.resolver.resolve(caller_pid)
-                data = produce(self.env, ctx).encode()
-                self.stats.record(path, ctx, time.perf_counter_ns() - t0)
-                return data
-            except NotInContainer:
-                # The issue says host callers get the host file unchanged (LXCFS would use their own cgroup).
-                self.stats.record_host()
-                reason = ""
-            except ProcessGone as e:
-                reason, err = "ProcessGone", str(e)
-                self._count(path, reason)
-                log.debug("%s: pid %d: %s; serving the host file", path, caller_pid, e)
-            except Exception as e:
-                reason, err = type(e).__name__, str(e)
-                self._fell_back(path, caller_pid, e)
+        try:
+            ctx = self.resolver.resolve(caller_pid)
+            data = produce(self.env, ctx).encode()
+            self.stats.record(path, ctx, time.perf_counter_ns() - t0)
+            return data
+        except NotInContainer:
+            # Host callers get the host file unchanged (LXCFS would use their own cgroup).
+            self.stats.record_host()
+        except ProcessGone as e:
+            reason, err = "ProcessGone", str(e)
+            self._count(path, reason)
+            log.debug("%s: pid %d: %s; serving the host file", path, caller_pid, e)
+        except Exception as e:
+            reason, err = type(e).__name__, str(e)
+            self._fell_back(path, caller_pid, e)
         try:
             data = self.host_bytes(path)
         except OSError as e:

@@ -22,20 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pylxcfs.views.registry import bind_targets
+
 from .cgv1 import V1Cgroup
 
-# The files lxcfs-hook binds into a container: container path -> path below the lxcfs mount point.
-BIND_TARGETS: tuple[str, ...] = (
-    "/proc/meminfo",
-    "/proc/cpuinfo",
-    "/proc/stat",
-    "/proc/uptime",
-    "/proc/swaps",
-    "/proc/diskstats",
-    "/proc/partitions",
-    "/proc/loadavg",
-    "/sys/devices/system/cpu/online",
-)
+# What lxcfs-hook binds into a container (container path), from the registry as the hook's plan has it: the files
+# under /proc and the /sys/devices/system/cpu directory view.
+BIND_TARGETS: tuple[str, ...] = tuple("/" + path for path, _is_dir in bind_targets())
 
 
 def lxcfs_binds(mnt: Path, targets: Sequence[str] = BIND_TARGETS, *, required: bool = True) -> dict[str, str]:

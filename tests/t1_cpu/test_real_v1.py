@@ -23,7 +23,7 @@ from pylxcfs.context import CgroupDir, ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.parse.stat import parse_stat
 from pylxcfs.service import Renderer
-from pylxcfs.views import cpuinfo, stat, sys_cpu_online
+from pylxcfs.views import cpuinfo, stat, sys_cpu
 
 pytestmark = pytest.mark.root
 
@@ -150,7 +150,7 @@ def test_cpuset_0_one_processor_online_0_and_real_usage(cgroups: Cgroups) -> Non
         # cpu MHz may differ between two reads of the host file on real hardware; compare the rest
         strip = re.compile(r"^cpu MHz.*$", re.M)
         assert strip.sub("", got) == strip.sub("", expected)
-        assert sys_cpu_online.produce(env, ctx) == "0\n"
+        assert sys_cpu.produce_list(env, ctx, "online") == "0\n"
 
         # wait until the burn is over (the init then sleeps), then compare with the kernel's counters
         deadline = time.monotonic() + 10
@@ -179,14 +179,14 @@ def test_cfs_half_cpu_shows_one_cpu(cgroups: Cgroups) -> None:
     try:
         ctx = ctx_for(rel, init)
         view = ViewEnv(HostRoot(), ViewOptions(enable_cfs=True))
-        assert sys_cpu_online.produce(view, ctx) == "0\n"
+        assert sys_cpu.produce_list(view, ctx, "online") == "0\n"  # the first CPU of the cpuset
         assert cpuinfo.produce(view, ctx).count("processor\t:") == 1
         assert list(parse_stat(stat.produce(view, ctx)).per_cpu) == [0]
         # without --enable-cfs every CPU of the cpuset is shown
         plain = ViewEnv(HostRoot(), ViewOptions())
         ncpu = len(Path("/proc/cpuinfo").read_text().split("processor\t:")) - 1
         assert cpuinfo.produce(plain, ctx).count("processor\t:") == ncpu
-        assert sys_cpu_online.produce(plain, ctx) == ("0\n" if ncpu == 1 else f"0-{ncpu - 1}\n")
+        assert sys_cpu.produce_list(plain, ctx, "online") == all_cpus + "\n"
     finally:
         launcher.kill()
         launcher.wait()

@@ -35,11 +35,12 @@ X86_BTIME = 1795925148
 
 
 def test_v1_single_cpu() -> None:
-    # cpuset 1; usage_all cpu1: user 4567000000 ns -> 456 ticks, system 1230000000 -> 123.
+    # cpuset 1; the row keeps the host id (cpu1, as in sysfs).
+    # usage_all cpu1: user 4567000000 ns -> 456 ticks, system 1230000000 -> 123.
     # host cpu1 "2000 0 1000 10000 50 0 20 3 0 0": non-idle 3073 >= 579 -> idle 10000 + 3073 - 579 = 12494
     env = env_of(X86)
     out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct"))
-    assert out == expect(X86, ["cpu0 456 0 123 12494 0 0 0 0 0 0"], X86_BTIME)
+    assert out == expect(X86, ["cpu1 456 0 123 12494 0 0 0 0 0 0"], X86_BTIME)
 
 
 def test_v1_two_cpus_per_cpu_usage() -> None:
@@ -68,13 +69,13 @@ def test_v1_old_kernel_percpu_split() -> None:
     # cpuacct "old": cpu1 3e9 ns split 3:1 -> user 225, system 75; idle 10000 + 3073 - 300 = 12773
     env = env_of(X86)
     out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="old"))
-    assert out == expect(X86, ["cpu0 225 0 75 12773 0 0 0 0 0 0"], X86_BTIME)
+    assert out == expect(X86, ["cpu1 225 0 75 12773 0 0 0 0 0 0"], X86_BTIME)
 
 
-def test_no_cpuacct_shows_host_rows_renumbered() -> None:
+def test_no_cpuacct_shows_host_rows() -> None:
     env = env_of(X86)
     out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct=None))
-    assert out == expect(X86, ["cpu0 2000 0 1000 10000 50 0 20 3 0 0"], X86_BTIME)
+    assert out == expect(X86, ["cpu1 2000 0 1000 10000 50 0 20 3 0 0"], X86_BTIME)
 
 
 def test_v2_even_split() -> None:
@@ -83,15 +84,15 @@ def test_v2_even_split() -> None:
     # cpu3 non-idle 610 >= 166 -> 10000 + 444 = 10444. btime: the host's 1700000000.
     env = env_of(ARM)
     out = stat.produce(env, v2_ctx(env.root, "ct"))
-    assert out == expect(ARM, ["cpu0 101 0 67 10000 0 0 0 0 0 0", "cpu1 100 0 66 10000 0 0 0 0 0 0",
-                               "cpu2 100 0 66 10444 0 0 0 0 0 0"], 1700000000)
+    assert out == expect(ARM, ["cpu0 101 0 67 10000 0 0 0 0 0 0", "cpu2 100 0 66 10000 0 0 0 0 0 0",
+                               "cpu3 100 0 66 10444 0 0 0 0 0 0"], 1700000000)
 
 
 def test_v2_cfs_cap() -> None:
     # ceil(150000/100000) = 2 rows: 301 -> 151/150, 199 -> 100/99 on host cpu0 and cpu2 (idle 10000 each)
     env = env_of(ARM, enable_cfs=True)
     out = stat.produce(env, v2_ctx(env.root, "ct"))
-    assert out == expect(ARM, ["cpu0 151 0 100 10000 0 0 0 0 0 0", "cpu1 150 0 99 10000 0 0 0 0 0 0"],
+    assert out == expect(ARM, ["cpu0 151 0 100 10000 0 0 0 0 0 0", "cpu2 150 0 99 10000 0 0 0 0 0 0"],
                          1700000000)
 
 

@@ -7,7 +7,7 @@ import pytest
 from pylxcfs.ct.mountinfo import lxcfs_overlays, mounts_at, parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import attach_plan, detach_plan, lxcfs_mounts_under, relative_to_root, stacked_lxcfs
 from pylxcfs.errors import ParseError
-from pylxcfs.views.registry import VIEW_PATHS
+from pylxcfs.views.registry import VIEW_PATHS, bind_targets, tree_of
 
 # Shapes taken from a real runc container on this machine (C lxcfs 5.0.3 overlays), plus a stacked duplicate,
 # a stale overlay under a rootfs path (hook stage) and an escaped space.
@@ -29,14 +29,18 @@ MOUNTINFO = """\
 
 def test_attach_plan_comes_from_view_registry() -> None:
     p = attach_plan("c1", "/var/lib/lxc/lxcfs/", "/", 42, 7)
-    assert [m.view for m in p.mounts] == list(VIEW_PATHS)
+    # every file row outside a directory view, and each directory view as one directory bind
+    assert [(m.view, m.directory) for m in p.mounts] == list(bind_targets())
+    assert {m.view for m in p.mounts if not m.directory} == {v for v in VIEW_PATHS if tree_of(v) is None}
+    assert [m.view for m in p.mounts if m.directory] == ["sys/devices/system/cpu"]
+    assert "sys/devices/system/cpu/online" not in {m.view for m in p.mounts}  # comes with its directory
     assert all(m.source == f"/var/lib/lxc/lxcfs/{m.view}" and m.target == m.view for m in p.mounts)
     assert (p.pid, p.start_time, p.root, p.classic_dir) == (42, 7, "/", "/var/lib/lxc/lxcfs")
-    assert p.to_json()["mounts"][0]["view"] == VIEW_PATHS[0]
+    assert p.to_json()["mounts"][0]["view"] == p.mounts[0].view
     with pytest.raises(ValueError):
         attach_plan("c1", "relative", "/", 1)
     with pytest.raises(ValueError):
-        attach_plan("c1", "/x", "/", 1, views=("../etc/passwd",))
+        attach_plan("c1", "/x", "/", 1, views=(("../etc/passwd", False),))
     with pytest.raises(ValueError):
         detach_plan("c1", "rootfs", 1)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from collections.abc import Iterable
 
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.ops import Operations, stable_ino
 from pylxcfs.fuse.wire import Dispatcher
+from pylxcfs.hosttree import HostTree
 
 MEMINFO = stable_ino("proc/meminfo")
 
@@ -21,6 +23,15 @@ class Content:
 
     def paths(self) -> tuple[str, ...]:
         return ("proc/meminfo", "proc/stat")
+
+    def tree_paths(self) -> tuple[str, ...]:
+        return ()  # no directory views here
+
+    def host_tree(self, tree: str) -> HostTree:
+        raise KeyError(tree)
+
+    def hidden(self, tree: str, caller_pid: int, names: Iterable[str]) -> frozenset[str]:
+        return frozenset()
 
     def host_bytes(self, path: str) -> bytes:
         return b"host\n"

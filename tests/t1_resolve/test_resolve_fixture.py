@@ -4,6 +4,7 @@ fallback policy with fake resolvers and a missing view module."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -113,16 +114,30 @@ def test_unexpected_failure_serves_host_and_warns_once(caplog: pytest.LogCapture
     assert r.fallbacks[("proc/uptime", "RuntimeError")] == 5
 
 
-def test_missing_view_module_is_host_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("module", "function", "why"), [
+    ("no_such_view_module", "produce", "cannot import pylxcfs.views.no_such_view_module"),
+    ("meminfo", "no_such_function", "has no function no_such_function()"),
+    ("sys_cpu", "LISTS", "has no function LISTS()"),  # exists, but is not callable
+])
+def test_a_row_that_cannot_be_served_fails_at_start(monkeypatch: pytest.MonkeyPatch, module: str, function: str,
+                                                     why: str) -> None:
     from pylxcfs import service
+    from pylxcfs.errors import RegistryError
     from pylxcfs.views import registry
 
-    specs = (*registry.VIEWS, registry.ViewSpec("proc/meminfo", "no_such_view_module"))
-    monkeypatch.setattr(service, "VIEWS", specs[-1:])
-    host = HOSTS / "x86_64-unified-ubuntu22"
-    r = Renderer(HostRoot.from_dir(host), ViewOptions())
-    assert r.render("proc/meminfo", 4243) == (host / "proc/meminfo").read_bytes()
-    assert not r.fallbacks
+    monkeypatch.setattr(service, "VIEWS", (*registry.VIEWS, registry.ViewSpec("proc/meminfo", module, function)))
+    with pytest.raises(RegistryError, match=re.escape(why)):
+        Renderer(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22"), ViewOptions())
+
+
+def test_a_tree_whose_filter_is_missing_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylxcfs import service
+    from pylxcfs.errors import RegistryError
+    from pylxcfs.views import registry
+
+    monkeypatch.setattr(service, "TREES", (registry.TreeSpec("sys/devices/system/cpu", "sys_cpu", "nope"),))
+    with pytest.raises(RegistryError, match="sys/devices/system/cpu"):
+        service.load_registry()
 
 
 def test_unknown_path_raises_keyerror() -> None:

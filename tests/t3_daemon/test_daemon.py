@@ -82,7 +82,10 @@ def test_readdir_lists_the_tree(daemon: Daemon) -> None:
     proc = sorted(p.split("/", 1)[1] for p in VIEW_PATHS if p.startswith("proc/"))
     assert sorted(os.listdir(daemon.mnt)) == ["proc", "sys"]
     assert sorted(os.listdir(daemon.mnt / "proc")) == proc
-    assert os.listdir(daemon.mnt / "sys/devices/system/cpu") == ["online"]
+    # a directory view: the registry's files there plus the host tree's own entries (the fixture has only online)
+    cpu_files = {p.rsplit("/", 1)[1] for p in VIEW_PATHS if p.startswith("sys/devices/system/cpu/")}
+    assert cpu_files == {"online", "possible", "present", "offline"}
+    assert sorted(os.listdir(daemon.mnt / "sys/devices/system/cpu")) == sorted(cpu_files)
     assert (daemon.mnt / "sys/devices/system/cpu/online").read_text() == "0\n"
 
 

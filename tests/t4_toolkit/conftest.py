@@ -105,10 +105,11 @@ def meminfo_total_kib(text: str) -> int:
 
 
 def served_views(lxcfs: Path) -> list[str]:
-    """The VIEW_PATHS the live daemon actually serves (a healthy daemon: safe to stat from the test)."""
-    from pylxcfs.views.registry import VIEW_PATHS
+    """The registry's bind targets (files, and the /sys/devices/system/cpu directory) the live daemon actually
+    serves (a healthy daemon: safe to stat from the test)."""
+    from pylxcfs.views.registry import bind_targets
 
-    return [v for v in VIEW_PATHS if (lxcfs / v).exists()]
+    return [v for v, _is_dir in bind_targets() if (lxcfs / v).exists()]
 
 
 def wait_until(pred: object, timeout: float = 10.0) -> bool:

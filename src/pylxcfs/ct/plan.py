@@ -1,6 +1,8 @@
-"""PURE mount plans: what to mount where, computed from the lxcfs dir, the container's root and VIEW_PATHS.
+"""PURE mount plans: what to mount where, computed from the lxcfs dir, the container's root and the registry.
 
-The list of files comes from pylxcfs.views.registry.VIEW_PATHS, never from a second list. A plan names paths
+The list of targets comes from pylxcfs.views.registry.bind_targets(), never from a second list: every file row
+outside a directory view, and each directory view's directory as ONE directory bind (/sys/devices/system/cpu, as
+LXCFS 5+ binds it: only a directory mount can hide the cpuN entries that are not the container's). A plan names paths
 relative to a root directory (the container's "/" for a running container, the rootfs directory before pivot_root
 for a hook), so apply.py can resolve every target INSIDE that root with openat2(RESOLVE_IN_ROOT).
 No I/O and no kernel calls here (design.md §3.1 rule 5).
@@ -13,21 +15,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pylxcfs.ct.mountinfo import Mount
-from pylxcfs.views.registry import VIEW_PATHS
+from pylxcfs.views.registry import bind_targets
 
 DEFAULT_LXCFS_DIR = "/var/lib/lxc/lxcfs"
-# Where lxcfs files may be overlaid inside a container (relative to its root): the files of VIEW_PATHS live under
+# Where lxcfs files may be overlaid inside a container (relative to its root): the bind targets live under
 # proc/ and sys/, and umount removes every lxcfs mount found there (also ones left by other tools).
 OVERLAY_PREFIXES: tuple[str, ...] = ("proc/", "sys/")
 
 
 @dataclass(frozen=True, slots=True)
 class BindMount:
-    """Put the daemon's `source` (absolute, in the toolkit's mount namespace) over `target` (relative to the root)."""
+    """Put the daemon's `source` (absolute, in the toolkit's mount namespace) over `target` (relative to the root).
+    `directory`: the source is a directory view and the target must be a directory (else a regular file)."""
 
     view: str
     source: str
     target: str
+    directory: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +74,19 @@ class DetachPlan:
 
 
 def attach_plan(container: str, lxcfs_dir: str, root: str, pid: int | None, start_time: int | None = None,
-                views: tuple[str, ...] = VIEW_PATHS, live_dev: str | None = None) -> AttachPlan:
-    """One BindMount per view: `<lxcfs_dir>/<view>` over `<root>/<view>`. Missing sources/targets are skipped at
-    apply time (the daemon may not serve loadavg; a container may lack a file), never here."""
+                views: tuple[tuple[str, bool], ...] | None = None, live_dev: str | None = None) -> AttachPlan:
+    """One BindMount per bind target (path, is_directory; default: the registry's): `<lxcfs_dir>/<path>` over
+    `<root>/<path>`. Missing sources/targets are skipped at apply time (the daemon may not serve loadavg; a
+    container may lack a file), never here."""
     lxcfs_dir = posixpath.normpath(lxcfs_dir)
     if not posixpath.isabs(lxcfs_dir) or not posixpath.isabs(root):
         raise ValueError(f"lxcfs dir {lxcfs_dir!r} and root {root!r} must be absolute")
     mounts = []
-    for view in views:
+    for view, is_dir in bind_targets() if views is None else views:
         norm = posixpath.normpath(view)
         if norm.startswith(("/", "..")) or norm != view:
             raise ValueError(f"view path {view!r} is not a clean relative path")
-        mounts.append(BindMount(view, posixpath.join(lxcfs_dir, view), view))
+        mounts.append(BindMount(view, posixpath.join(lxcfs_dir, view), view, is_dir))
     return AttachPlan(container, pid, start_time, posixpath.normpath(root), tuple(mounts), lxcfs_dir, live_dev)
 
 

@@ -1,8 +1,11 @@
 """The mfusepy back-end (`--fuse-backend mfusepy`): one libfuse3 process, no supervisor.
 
 Role: adapt ops.Operations (inode based, binding-neutral) to mfusepy's path-based high-level API,
-as issue 2 first asked and fuse-bindings.md §9 measured: single-threaded (`nothreads`), `raw_fi` so
-open() can set direct_io, entry/attr timeouts 0.5 s, `auto_unmount` (a SIGKILLed daemon leaves no
+as fuse-bindings.md §9 measured: single-threaded (`nothreads`), `raw_fi` so
+open() can set direct_io, entry/attr timeouts 0.5 s (libfuse's high-level API has one entry timeout for all
+entries, so the per-caller cpuN directories of /sys/devices/system/cpu may stay visible to another caller's
+stat() for up to 0.5 s after a lookup that found them; listings are always per caller; the raw back-end,
+the default, answers those lookups with timeout 0), `auto_unmount` (a SIGKILLed daemon leaves no
 stale mount: libfuse's fusermount3 watchdog unmounts it). It cannot survive its own crash or reload
 without a remount (libfuse answers EIO until it has seen INIT); the raw back-end can. This is the only
 module that imports mfusepy.
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pylxcfs.fuse.config import DaemonConfig
-from pylxcfs.fuse.ops import FsError, Operations
+from pylxcfs.fuse.ops import FsError, Node, Operations
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,23 @@ class MfuseAdapter:
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
         """stat of a node: caller-independent (see ops.Node.attr)."""
         try:
-            a = self.ops.attr_of(self.ops.tree.resolve(path))
+            a = self.ops.attr_of(self._node(path))
         except FsError as e:
             raise self._err(e) from None
         now = self._now()
         return {"st_ino": a.ino, "st_mode": a.mode, "st_nlink": a.nlink, "st_size": a.size, "st_uid": 0,
                 "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
+
+    def _node(self, path: str) -> Node:
+        _uid, _gid, pid = self._m.fuse_get_context()
+        return self.ops.resolve_path(path, pid)
+
+    def readlink(self, path: str) -> str:
+        """A passthrough symlink's host target."""
+        try:
+            return self.ops.readlink(self._node(path).ino)
+        except FsError as e:
+            raise self._err(e) from None
 
     @staticmethod
     def _now() -> int:
@@ -69,7 +83,7 @@ class MfuseAdapter:
     def access(self, path: str, amode: int) -> int:
         """Write access refused."""
         try:
-            self.ops.access(self.ops.tree.resolve(path).ino, amode)
+            self.ops.access(self._node(path).ino, amode)
         except FsError as e:
             raise self._err(e) from None
         return 0
@@ -78,7 +92,7 @@ class MfuseAdapter:
         """A new handle (the first read at offset 0 renders); direct_io on, keep_cache off (docs/design-fuse.md)."""
         _uid, _gid, pid = self._m.fuse_get_context()
         try:
-            fi.fh = self.ops.open(self.ops.tree.resolve(path).ino, fi.flags, pid)
+            fi.fh = self.ops.open(self.ops.resolve_path(path, pid).ino, fi.flags, pid)
         except FsError as e:
             raise self._err(e) from None
         fi.direct_io = 1
@@ -95,7 +109,7 @@ class MfuseAdapter:
             # page-cache fill (sendfile/splice/mmap, kzalloc'd args) carries 0. See fuse/wire.py Dispatcher._read.
             raise self._m.FuseOSError(errno.EINVAL)
         try:
-            ino = self.ops.tree.resolve(path).ino if path else 0
+            ino = self.ops.resolve_path(path, pid).ino if path else 0
             return self.ops.read(ino, fi.fh, offset, size, pid)
         except FsError as e:
             raise self._err(e) from None
@@ -112,7 +126,8 @@ class MfuseAdapter:
     def readdir(self, path: str, fh: int) -> list[str]:
         """Names in a directory, with . and .."""
         try:
-            return [name for name, *_ in self.ops.readdir(self.ops.tree.resolve(path).ino, 0)]
+            _uid, _gid, pid = self._m.fuse_get_context()
+            return [name for name, *_ in self.ops.readdir(self.ops.resolve_path(path, pid).ino, 0, pid)]
         except FsError as e:
             raise self._err(e) from None
 

@@ -76,6 +76,7 @@ class Dispatcher:
         self._handlers: dict[int, Callable[[P.InHeader, memoryview], bytes]] = {
             P.Opcode.LOOKUP: self._lookup,
             P.Opcode.GETATTR: self._getattr,
+            P.Opcode.READLINK: self._readlink,
             P.Opcode.OPEN: self._open,
             P.Opcode.READ: self._read,
             P.Opcode.RELEASE: self._release,
@@ -162,7 +163,16 @@ class Dispatcher:
 
     def _lookup(self, h: P.InHeader, body: memoryview) -> bytes:
         name = bytes(body).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        return P.encode_entry(self.ops.lookup(h.nodeid, name), ENTRY_TIMEOUT_S, *self._now())
+        a = self.ops.lookup(h.nodeid, name, h.pid)
+        # An entry whose existence depends on the caller (a cpuN directory of /sys/devices/system/cpu) must not be
+        # cached: the kernel keeps one dentry for every caller of this superblock. Timeout 0 makes each path walk
+        # revalidate it with a LOOKUP carrying that walker's pid (fs/fuse/dir.c fuse_dentry_revalidate); our
+        # ENOENT for a caller that must not see it leaves no negative dentry behind (fuse_lookup invalidates it).
+        timeout = 0.0 if self.ops.per_caller(a.ino) else ENTRY_TIMEOUT_S
+        return P.encode_entry(a, timeout, *self._now())
+
+    def _readlink(self, h: P.InHeader, body: memoryview) -> bytes:
+        return self.ops.readlink(h.nodeid).encode("utf-8", "surrogateescape")
 
     def _getattr(self, h: P.InHeader, body: memoryview) -> bytes:
         return P.encode_attr_out(self.ops.getattr(h.nodeid), ATTR_TIMEOUT_S, *self._now())
@@ -211,7 +221,7 @@ class Dispatcher:
     def _readdir(self, h: P.InHeader, body: memoryview) -> bytes:
         _fh, offset, size, *_ = P.READ_IN.unpack_from(body)
         out = bytearray()
-        for name, ino, dtype, next_off in self.ops.readdir(h.nodeid, offset):
+        for name, ino, dtype, next_off in self.ops.readdir(h.nodeid, offset, h.pid):
             rec = P.encode_dirent(ino, next_off, dtype, name.encode())
             if len(out) + len(rec) > size:
                 break

@@ -1,7 +1,15 @@
-"""The ONE list of virtual files the daemon serves (design.md §2).
+"""The ONE list of what the daemon serves (design.md §2): virtual files and per-container directory views.
 
-Every other layer (the FUSE tree, the toolkit's mount plans, the tests) derives its list of files from
-VIEW_PATHS, so adding a file touches one row here and one render module.
+A row is (path, module, function, arguments): the file at `path` is what
+`pylxcfs.views.<module>.<function>(env, ctx, *arguments)` returns, so several files rendered by one rule (the
+cpu lists online/possible/present/offline) are rows of one module, not copies of it. A `TreeSpec` row makes a
+directory a per-container view of the host directory of the same path: its entries are the host's (passed
+through read-only, symlinks included) except those the module's filter hides from the caller, and the file rows
+below it replace the host files of the same name.
+
+Every other layer derives its lists from here: the FUSE tree (fuse/ops.py), the Renderer (service.py, which
+refuses to start when a row names a module or function that does not exist), the toolkit's mount plans
+(ct/plan.py: `bind_targets`), the tests, tools/capture_fixture.py and the bench.
 """
 
 from __future__ import annotations
@@ -11,14 +19,34 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ViewSpec:
-    """One virtual file: its path in our tree and the host file it replaces (same relative path)."""
+    """One virtual file: its path in our tree (the same as the host file it replaces) and how it is rendered."""
 
     path: str  # e.g. "proc/meminfo"; the container sees it at "/" + path
-    module: str  # pylxcfs.views.<module> exposes produce(env: ViewEnv, ctx: ContainerContext) -> str
+    module: str  # pylxcfs.views.<module>
+    function: str = "produce"  # module.<function>(env: ViewEnv, ctx: ContainerContext, *args) -> str
+    args: tuple[str, ...] = ()
 
     @property
     def container_path(self) -> str:
-        """Where the file is bind-mounted inside a container ("/proc/meminfo")."""
+        """Where the file appears inside a container ("/proc/meminfo")."""
+        return "/" + self.path
+
+
+@dataclass(frozen=True, slots=True)
+class TreeSpec:
+    """A directory served as a per-container view of the host directory at the same path.
+
+    `filter` names `pylxcfs.views.<module>.<filter>(env, ctx, names) -> frozenset[str]`: which of the host
+    directory's top-level entry names the caller does NOT see (anything below a visible entry is passed
+    through). Host callers, and callers whose container cannot be resolved, see the host directory.
+    """
+
+    path: str  # e.g. "sys/devices/system/cpu"
+    module: str
+    filter: str
+
+    @property
+    def container_path(self) -> str:
         return "/" + self.path
 
 
@@ -31,20 +59,46 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec("proc/stat", "stat"),
     ViewSpec("proc/swaps", "swaps"),
     ViewSpec("proc/uptime", "uptime"),
-    ViewSpec("sys/devices/system/cpu/online", "sys_cpu_online"),
+    ViewSpec("sys/devices/system/cpu/offline", "sys_cpu", "produce_list", ("offline",)),
+    ViewSpec("sys/devices/system/cpu/online", "sys_cpu", "produce_list", ("online",)),
+    ViewSpec("sys/devices/system/cpu/possible", "sys_cpu", "produce_list", ("possible",)),
+    ViewSpec("sys/devices/system/cpu/present", "sys_cpu", "produce_list", ("present",)),
+)
+
+TREES: tuple[TreeSpec, ...] = (
+    TreeSpec("sys/devices/system/cpu", "sys_cpu", "hidden_entries"),
 )
 
 VIEW_PATHS: tuple[str, ...] = tuple(v.path for v in VIEWS)
+TREE_PATHS: tuple[str, ...] = tuple(t.path for t in TREES)
+
+
+def tree_of(path: str) -> TreeSpec | None:
+    """The TreeSpec whose directory is `path` or contains it, or None."""
+    for t in TREES:
+        if path == t.path or path.startswith(t.path + "/"):
+            return t
+    return None
+
+
+def bind_targets() -> tuple[tuple[str, bool], ...]:
+    """What a container gets bound, as (path, is_directory): every tree's directory, and every file that is not
+    inside a tree (those come with their directory). This is what the hook, `remount` and the tests bind."""
+    out: list[tuple[str, bool]] = [(t.path, True) for t in TREES]
+    out += [(v.path, False) for v in VIEWS if tree_of(v.path) is None]
+    return tuple(sorted(out))
 
 
 def directories() -> dict[str, tuple[str, ...]]:
-    """Directory path ("" is the root) -> sorted child names, derived from VIEW_PATHS."""
+    """Directory path ("" is the root) -> sorted child names of the static tree (files and trees' roots)."""
     tree: dict[str, set[str]] = {"": set()}
-    for path in VIEW_PATHS:
+    for path in (*VIEW_PATHS, *TREE_PATHS):
         parts = path.split("/")
         for i in range(len(parts)):
             parent = "/".join(parts[:i])
             tree.setdefault(parent, set()).add(parts[i])
             if i < len(parts) - 1:
                 tree.setdefault("/".join(parts[: i + 1]), set())
+    for t in TREE_PATHS:
+        tree.setdefault(t, set())
     return {d: tuple(sorted(children)) for d, children in tree.items()}

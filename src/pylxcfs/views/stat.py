@@ -6,8 +6,10 @@ formula below), `advance` (the explicit counter state) and `render_stat`.
 
 Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq softirq steal guest guest_nice):
   V = the container's CPUs, ascending (cpuset ∩ host online); m = len(V), or with --enable-cfs
-      min(len(V), ceil(min quota/period over the cpu cgroup and its ancestors)). Rows are cpu0..cpu(m-1);
-      row k describes physical CPU V[k] (renumbered from 0 like lxcfs's CPU view and like our cpuinfo).
+      min(len(V), ceil(min quota/period over the cpu cgroup and its ancestors)). Row k describes physical CPU
+      V[k] and is named after it, "cpu<V[k]>": the ids of /sys/devices/system/cpu/online and of
+      sched_setaffinity, so mpstat/top's per-CPU lines name the CPUs taskset accepts (C lxcfs keeps the
+      physical number too; /proc/cpuinfo alone is renumbered 0..m-1).
   user_k, system_k:
       v1 and m == len(V): cpuacct.usage_all of CPU V[k] (ns -> ticks: floor(ns * USER_HZ / 1e9)); on kernels
           without usage_all, cpuacct.usage_percpu of V[k] split in the ratio of cpuacct.stat user:system
@@ -18,7 +20,7 @@ Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq s
       where h is the host row of V[k] and used_h the sum of its non-idle columns (lxcfs proc_stat, §6.6):
       time this CPU spent on anything other than the container counts as idle from inside.
   nice, iowait, irq, softirq, steal, guest, guest_nice = 0 (cgroups do not account them per cgroup).
-  No cpuacct cgroup at all: the host rows of V[:m], renumbered.
+  No cpuacct cgroup at all: the host rows of V[:m].
   cpu (aggregate) = the column-wise sum of the shown rows, so sum(rows) == total always.
 
 Monotone counters (the state in env.states["stat"], one node per (cpuacct, cpuset) cgroup pair): the shown
@@ -160,11 +162,14 @@ def advance(node: StatNode | None, config: tuple[int, ...], raw: Sequence[CpuTim
     return node
 
 
-def render_stat(rows: Sequence[Sequence[int]], host: ProcStat, btime: int | None) -> str:
-    """The file text: "cpu " aggregate, cpu0.., then the host's other lines (btime replaced if given). Pure."""
+def render_stat(rows: Sequence[Sequence[int]], host: ProcStat, btime: int | None,
+                ids: Sequence[int] | None = None) -> str:
+    """The file text: "cpu " aggregate, one "cpu<id>" row per entry of `ids` (default 0..), then the host's other
+    lines (btime replaced if given). Pure."""
     total = [sum(col) for col in zip(*rows, strict=True)] if rows else [0] * NCOLS
+    names = range(len(rows)) if ids is None else ids
     head = "cpu  " + " ".join(map(str, total)) + "\n" + "".join(
-        f"cpu{k} " + " ".join(map(str, r)) + "\n" for k, r in enumerate(rows))
+        f"cpu{k} " + " ".join(map(str, r)) + "\n" for k, r in zip(names, rows, strict=True))
     rest = host.rest
     if rest and not rest.endswith("\n"):
         rest += "\n"
@@ -195,4 +200,4 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     node = advance(state.nodes.get(key), shown, raw, now)
     state.nodes[key] = node
     state.prune(now)
-    return render_stat(node.out, host, None)  # the host's btime (module doc)
+    return render_stat(node.out, host, None, shown)  # the host's btime (module doc)
