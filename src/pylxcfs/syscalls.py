@@ -158,3 +158,104 @@ def fstatfs_type(fd: int) -> int:
     buf = _Statfs()
     _check(_libc.fstatfs(ctypes.c_int(fd), ctypes.byref(buf)), "fstatfs")
     return int(buf.f_type) & 0xFFFFFFFF
+
+
+# --- seccomp user notification (include/uapi/linux/seccomp.h), for the sysinfo agent (pylxcfs/sysinfo/) ----------
+SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}  # seccomp(2) is not in the unified table: per-arch numbers
+SECCOMP_GET_NOTIF_SIZES = 3
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1  # Linux >= 5.5: the kernel runs the intercepted call itself
+
+
+class SeccompData(ctypes.Structure):
+    """struct seccomp_data."""
+
+    _fields_ = [("nr", ctypes.c_int32), ("arch", ctypes.c_uint32), ("instruction_pointer", ctypes.c_uint64),
+                ("args", ctypes.c_uint64 * 6)]
+
+
+class SeccompNotif(ctypes.Structure):
+    """struct seccomp_notif: what SECCOMP_IOCTL_NOTIF_RECV fills in (pid as seen from the receiver's pid ns)."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("data", SeccompData)]
+
+
+class SeccompNotifResp(ctypes.Structure):
+    """struct seccomp_notif_resp."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32),
+                ("flags", ctypes.c_uint32)]
+
+
+class _NotifSizes(ctypes.Structure):
+    _fields_ = [("seccomp_notif", ctypes.c_uint16), ("seccomp_notif_resp", ctypes.c_uint16),
+                ("seccomp_data", ctypes.c_uint16)]
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+SECCOMP_IOCTL_NOTIF_RECV = _ioc(3, 0, ctypes.sizeof(SeccompNotif))  # _IOWR
+SECCOMP_IOCTL_NOTIF_SEND = _ioc(3, 1, ctypes.sizeof(SeccompNotifResp))  # _IOWR
+SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(1, 2, 8)  # _IOW (the kernel also accepts the original _IOR number)
+
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_libc.ioctl.restype = ctypes.c_int
+
+
+def seccomp_notif_sizes(machine: str) -> tuple[int, int, int]:
+    """seccomp(SECCOMP_GET_NOTIF_SIZES): the kernel's (notif, notif_resp, data) struct sizes; OSError where the
+    kernel has no user notification (< 5.0) or the architecture is not in SYS_SECCOMP (ENOSYS)."""
+    nr = SYS_SECCOMP.get(machine)
+    if nr is None:
+        raise OSError(38, f"seccomp(2) number unknown for {machine}")
+    sizes = _NotifSizes()
+    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_uint(SECCOMP_GET_NOTIF_SIZES), ctypes.c_uint(0),
+                        ctypes.byref(sizes))
+    _check(ret, "seccomp(SECCOMP_GET_NOTIF_SIZES)")
+    return sizes.seccomp_notif, sizes.seccomp_notif_resp, sizes.seccomp_data
+
+
+def notif_recv(fd: int) -> SeccompNotif:
+    """SECCOMP_IOCTL_NOTIF_RECV on a listener fd (blocks until a notification is pending: poll first). ENOENT when
+    the caller was interrupted between poll and receive."""
+    n = SeccompNotif()  # the kernel insists on a zeroed buffer
+    _check(_libc.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, ctypes.addressof(n)), "SECCOMP_IOCTL_NOTIF_RECV")
+    return n
+
+
+def notif_send(fd: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
+    """SECCOMP_IOCTL_NOTIF_SEND: the intercepted call returns `val` (or -`error`), or with FLAG_CONTINUE the kernel
+    runs it. ENOENT when the caller is gone (killed) or the id was answered already."""
+    resp = SeccompNotifResp(notif_id, val, error, flags)
+    _check(_libc.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, ctypes.addressof(resp)), "SECCOMP_IOCTL_NOTIF_SEND")
+
+
+def notif_id_valid(fd: int, notif_id: int) -> bool:
+    """SECCOMP_IOCTL_NOTIF_ID_VALID: is the caller still blocked in that very notification? (After opening
+    /proc/<pid>/mem this proves the descriptor reaches the caller and not a process that reused its pid.)"""
+    v = ctypes.c_uint64(notif_id)
+    if _libc.ioctl(fd, SECCOMP_IOCTL_NOTIF_ID_VALID, ctypes.addressof(v)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == 2:  # ENOENT
+        return False
+    raise OSError(err, f"SECCOMP_IOCTL_NOTIF_ID_VALID: {os.strerror(err)}")
+
+
+class Sysinfo(ctypes.Structure):
+    """struct sysinfo of the LP64 Linux ABI (include/uapi/linux/sysinfo.h; 112 bytes on x86_64 and aarch64)."""
+
+    _fields_ = [("uptime", ctypes.c_long), ("loads", ctypes.c_ulong * 3), ("totalram", ctypes.c_ulong),
+                ("freeram", ctypes.c_ulong), ("sharedram", ctypes.c_ulong), ("bufferram", ctypes.c_ulong),
+                ("totalswap", ctypes.c_ulong), ("freeswap", ctypes.c_ulong), ("procs", ctypes.c_ushort),
+                ("pad", ctypes.c_ushort), ("totalhigh", ctypes.c_ulong), ("freehigh", ctypes.c_ulong),
+                ("mem_unit", ctypes.c_uint), ("_f", ctypes.c_char * 4)]
+
+
+def sysinfo() -> Sysinfo:
+    """sysinfo(2) of the calling process (the host's figures for the agent)."""
+    si = Sysinfo()
+    _check(_libc.sysinfo(ctypes.byref(si)), "sysinfo")
+    return si

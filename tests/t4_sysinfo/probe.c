@@ -1,0 +1,47 @@
+/* sysinfo probe for the tests: prints the fields of one sysinfo(2) call as key=value lines, or with
+ * "loop N" calls it N times (1 ms apart) and prints how many calls failed or returned an implausible struct
+ * (totalram 0, mem_unit 0, or a totalram different from the first call's). Built static in the test. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct sysinfo si;
+    if (argc >= 3 && strcmp(argv[1], "loop") == 0) {
+        long n = atol(argv[2]), bad = 0, ok = 0;
+        unsigned long first = 0;
+        struct timespec ts = {0, 1000000};
+        for (long i = 0; i < n; i++) {
+            memset(&si, 0xA5, sizeof si);
+            if (sysinfo(&si) != 0) {
+                bad++;
+                fprintf(stderr, "call %ld: errno %d\n", i, errno);
+            } else if (si.totalram == 0 || si.mem_unit == 0 || (first && si.totalram != first)) {
+                bad++;
+                fprintf(stderr, "call %ld: totalram %lu mem_unit %u\n", i, si.totalram, si.mem_unit);
+            } else {
+                ok++;
+                if (!first) first = si.totalram;
+            }
+            nanosleep(&ts, NULL);
+        }
+        printf("ok=%ld bad=%ld totalram=%lu\n", ok, bad, first);
+        return bad != 0;
+    }
+    memset(&si, 0xA5, sizeof si);
+    if (sysinfo(&si) != 0) {
+        printf("error=%d\n", errno);
+        return 1;
+    }
+    printf("uptime=%ld\nload1=%lu\nload5=%lu\nload15=%lu\ntotalram=%lu\nfreeram=%lu\nsharedram=%lu\n"
+           "bufferram=%lu\ntotalswap=%lu\nfreeswap=%lu\nprocs=%u\ntotalhigh=%lu\nfreehigh=%lu\nmem_unit=%u\n"
+           "phys_pages=%ld\navphys_pages=%ld\npagesize=%ld\n",
+           si.uptime, si.loads[0], si.loads[1], si.loads[2], si.totalram, si.freeram, si.sharedram, si.bufferram,
+           si.totalswap, si.freeswap, (unsigned)si.procs, si.totalhigh, si.freehigh, si.mem_unit,
+           sysconf(_SC_PHYS_PAGES), sysconf(_SC_AVPHYS_PAGES), sysconf(_SC_PAGESIZE));
+    return 0;
+}
