@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import resource
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                     type=_listen_type, help="serve Prometheus metrics at http://ADDR:PORT/metrics (`:9100` for every "
                     "address, `[::1]:9100` for IPv6) or on a unix socket; repeatable. A small exporter process "
                     "started with the daemon serves them")
+    ap.add_argument("--sysinfo", action="store_true",
+                    help="also answer sysinfo(2) in containers (busybox free/uptime, sysconf(_SC_PHYS_PAGES), JVM "
+                    "heap sizing): start (or reload) the sysinfo agent on the seccomp listener socket "
+                    "MOUNTPOINT.sysinfo.sock, for configs carrying `install-hook --sysinfo`'s notify rule. The agent "
+                    "outlives the daemon (it holds the containers' listeners; see docs/sysinfo.md). Off by default: "
+                    "if the agent is killed, those containers' sysinfo(2) fails with ENOSYS until they restart")
+    ap.add_argument("--sysinfo-socket", metavar="PATH", help="the agent's socket (default MOUNTPOINT.sysinfo.sock)")
     ap.add_argument("-v", "--version", action="version", version=f"pylxcfs {__version__}")
     return ap
 
@@ -209,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
                            opts=ViewOptions(enable_loadavg=args.enable_loadavg, disable_swap=args.disable_swap,
                                             enable_cfs=args.enable_cfs), debug=args.debug, status_dir=status_dir)
 
+        if args.sysinfo:
+            start_sysinfo_agent(args.sysinfo_socket or mnt, cfg, explicit=args.sysinfo_socket is not None)
+
         def on_ready() -> None:
             log.info("serving %s (pid %d, backend %s)", mnt, os.getpid(), args.fuse_backend)
             sd_notify(f"READY=1\nMAINPID={os.getpid()}")
@@ -232,6 +243,19 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pidfile.remove()
     return code
+
+
+def start_sysinfo_agent(where: str, cfg: DaemonConfig, explicit: bool = False) -> None:
+    """The daemon's one hook into the sysinfo agent (pylxcfs/sysinfo/): start it, or have a running one reload
+    from the code on disk with these view options. The agent is not a child of the daemon: it keeps the
+    containers' seccomp listeners through daemon restarts. A failure is logged; the files are served anyway."""
+    from pylxcfs.sysinfo import client
+
+    try:
+        sock = where if explicit else client.socket_for(where)
+        log.info("sysinfo agent on %s: %s", sock, client.ensure(sock, cfg))
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as e:
+        log.error("sysinfo agent not available (%s): sysinfo(2) in containers shows the host", e)
 
 
 def raise_nofile_limit() -> None:

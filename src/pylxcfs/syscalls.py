@@ -196,6 +196,7 @@ def _ioc(direction: int, nr: int, size: int) -> int:
     return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
 
 
+NOTIF_SIZES = (ctypes.sizeof(SeccompNotif), ctypes.sizeof(SeccompNotifResp))  # what we pass to the ioctls
 SECCOMP_IOCTL_NOTIF_RECV = _ioc(3, 0, ctypes.sizeof(SeccompNotif))  # _IOWR
 SECCOMP_IOCTL_NOTIF_SEND = _ioc(3, 1, ctypes.sizeof(SeccompNotifResp))  # _IOWR
 SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(1, 2, 8)  # _IOW (the kernel also accepts the original _IOR number)

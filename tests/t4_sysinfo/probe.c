@@ -1,16 +1,23 @@
 /* sysinfo probe for the tests: prints the fields of one sysinfo(2) call as key=value lines, or with
  * "loop N" calls it N times (1 ms apart) and prints how many calls failed or returned an implausible struct
- * (totalram 0, mem_unit 0, or a totalram different from the first call's). Built static in the test. */
+ * (totalram 0, mem_unit 0, or a totalram different from the first call's); "syscall N" prints the errno of a bare
+ * syscall N (to see a seccomp rule act). Built static in the test. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
     struct sysinfo si;
+    if (argc >= 3 && strcmp(argv[1], "syscall") == 0) { /* errno of syscall(N, 0, 0, 0, 0, 0, 0) */
+        long r = syscall(atol(argv[2]), 0L, 0L, 0L, 0L, 0L, 0L);
+        printf("ret=%ld errno=%d\n", r, r < 0 ? errno : 0);
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "loop") == 0) {
         long n = atol(argv[2]), bad = 0, ok = 0;
         unsigned long first = 0;

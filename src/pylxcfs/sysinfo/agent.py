@@ -167,7 +167,7 @@ class Agent:
             sizes = syscalls.seccomp_notif_sizes(self._machine)
         except OSError as e:
             raise SystemExit(f"pylxcfs-sysinfo: seccomp user notification unavailable ({e})") from None
-        want = (syscalls.ctypes.sizeof(syscalls.SeccompNotif), syscalls.ctypes.sizeof(syscalls.SeccompNotifResp))
+        want = syscalls.NOTIF_SIZES
         if sizes[0] < want[0] or sizes[1] < want[1]:
             raise SystemExit(f"pylxcfs-sysinfo: kernel seccomp notify sizes {sizes} smaller than ours {want}")
         rel = os.uname().release.split(".")
@@ -418,14 +418,14 @@ class Agent:
             on_ready()
         while True:
             try:
-                readable, _, _ = select.select([self.sock, sig_r], [], [], 1.0)
+                readable, _, _ = select.select([self.sock.fileno(), sig_r], [], [], 1.0)
             except InterruptedError:
                 readable = []
             if sig_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(sig_r, 512):
                         pass
-            if self.sock in readable:
+            if self.sock.fileno() in readable:
                 self._accept()
             sigs, self._signals = self._signals, []
             if signal.SIGHUP in sigs and self.reload():
@@ -558,9 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = DaemonConfig.from_json(json.loads(args.config))
     setup_logging(cfg.debug, tag=f"pylxcfs-sysinfo[{os.getpid()}]")
-    with contextlib.suppress(OSError):  # the kernel's OOM killer must not close every container's listener
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("-1000")
+    # the kernel's OOM killer must not close every container's listener
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")
     agent = Agent(args.socket, cfg)
     agent.check_kernel()
     ready_w = _detach() if args.detach else -1

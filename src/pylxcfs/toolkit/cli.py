@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--hook-log", default=install.DEFAULT_HOOK_LOG, help="--log given to the hook (empty: none)")
     i.add_argument("--always", action="store_true", help="hooksd: every container (default: annotation "
                                                          "io.lxcfs.enable=true)")
+    i.add_argument("--sysinfo", action="store_true", help="runc: add linux.seccomp with the sysinfo(2) notify rule "
+                   "and the listenerPath of `pylxcfs --sysinfo` at --lxcfs-dir (docs/sysinfo.md: merging into an "
+                   "existing profile; hooks cannot change seccomp, so isulad/hooksd refuse it)")
     return p
 
 
@@ -218,6 +221,17 @@ def cmd_install_hook(args: argparse.Namespace) -> int:
     # Only an explicit --registry-dir is passed on (the env var is the caller's, not the engine's).
     obj = install.render(args.format, hook_path, args.hook_log or None, lxcfs_dir, args.always,
                          registry_dir=args.registry_dir)
+    if args.sysinfo:
+        if args.format != "runc":
+            raise QuietError(f"--sysinfo: a {args.format} hook cannot change a container's seccomp profile; use the "
+                             "runc fragment or lxcfs-runc (docs/sysinfo.md)", 2)
+        from pylxcfs.sysinfo import client, seccomp_merge
+
+        try:
+            sock = client.socket_for(args.lxcfs_dir)
+        except ValueError as e:
+            raise QuietError(f"--sysinfo: {e}", 2) from None
+        obj["linux"] = {"seccomp": seccomp_merge.fragment(sock)}
     text = json.dumps(obj, indent=2) + "\n"
     if args.dest:
         install.write_atomic(args.dest, text, 0o640 if args.format == "isulad" else 0o644)

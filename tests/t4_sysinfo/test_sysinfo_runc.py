@@ -1,0 +1,206 @@
+"""sysinfo(2) in real runc containers answered by the agent of `pylxcfs --sysinfo`.
+
+Expectations come from what the test set (the 256 MiB limit, the processes it started) and from the host's own
+files read by the test (the init's start time in /proc/<pid>/stat, the cgroup's tasks and memory usage, the host's
+/proc/meminfo), never from our daemon's output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from support import containers as C
+from t4_sysinfo.conftest import LIMIT, SYSINFO, Env, agent_pid, parse_kv, ping, wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
+
+MIB = 1 << 20
+
+
+def _memcg(pid: int) -> Path:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if "memory" in ctrls.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    raise AssertionError(f"no v1 memory cgroup for {pid}")
+
+
+def _age_s(pid: int) -> float:
+    start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return float(Path("/proc/uptime").read_text().split()[0]) - start / os.sysconf("SC_CLK_TCK")
+
+
+def _probe(ct: C.Container, *args: str, timeout: float = 60) -> dict[str, int]:
+    r = ct.exec("/bin/probe", *args, timeout=timeout)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    return parse_kv(r.stdout)
+
+
+def test_fields_are_the_containers(senv: Env) -> None:
+    # Three tasks of our own (two background sleeps and the init), plus the probe itself when it calls.
+    ct = senv.run(args=("sh", "-c", "sleep 100000 & sleep 100000 & exec sleep 100000"))
+    cg = _memcg(ct.pid)
+    assert wait_until(lambda: len((cg / "tasks").read_text().split()) == 3)
+    time.sleep(1.2)  # a container age that is clearly not 0
+    used_before = int((cg / "memory.usage_in_bytes").read_text())
+    age_before = _age_s(ct.pid)
+    si = _probe(ct)
+    age_after = _age_s(ct.pid)
+    used_after = int((cg / "memory.usage_in_bytes").read_text())
+    assert si["mem_unit"] == 1
+    assert si["totalram"] == LIMIT
+    # free = limit - usage, with the usage the probe's exec adds while it runs
+    assert LIMIT - max(used_before, used_after) - 16 * MIB <= si["freeram"] <= LIMIT - min(used_before, used_after)
+    assert si["totalswap"] == 0 or si["freeswap"] <= si["totalswap"]
+    assert age_before - 1 <= si["uptime"] <= age_after + 1, (si["uptime"], age_before, age_after)
+    assert si["procs"] == 4, si  # 3 + the probe
+    # glibc's sysconf(_SC_PHYS_PAGES/_SC_AVPHYS_PAGES) (what JVMs size heaps from) follows
+    assert si["phys_pages"] == LIMIT // si["pagesize"]
+    assert si["avphys_pages"] <= si["phys_pages"]
+    # busybox free takes its total from sysinfo(2)
+    free = ct.exec("free", "-m", check=True).stdout.splitlines()
+    mem = next(ln for ln in free if ln.strip().startswith("Mem:"))
+    assert int(mem.split()[1]) == LIMIT // MIB, free
+    # busybox uptime: the container's age, not the host's
+    up = ct.exec("cat", "/proc/uptime", check=True).stdout.split()[0]
+    assert float(up) < age_after + 2
+
+
+def test_host_process_untouched(senv: Env) -> None:
+    host_total_kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                          if ln.startswith("MemTotal:"))
+    r = subprocess.run([str(senv.probe)], capture_output=True, text=True, timeout=30, check=True)
+    si = parse_kv(r.stdout)
+    assert si["totalram"] * si["mem_unit"] == host_total_kib * 1024
+
+
+def _podman_default_profile() -> dict[str, object]:
+    """containers-common's default profile (podman's; Docker's has the same shape) resolved to the OCI form for
+    x86_64 and runc's default capabilities, as an engine hands it to the runtime."""
+    import json
+
+    caps = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+    src = json.loads(Path("/usr/share/containers/seccomp.json").read_text())
+    arches = next([a["architecture"], *a.get("subArchitectures", [])] for a in src["archMap"]
+                  if a["architecture"] == "SCMP_ARCH_X86_64")
+    rules = []
+    for s in src["syscalls"]:
+        inc, exc = s.get("includes") or {}, s.get("excludes") or {}
+        if inc.get("arches") and "amd64" not in inc["arches"]:
+            continue
+        if inc.get("caps") and not set(inc["caps"]) <= caps:
+            continue
+        if exc.get("arches") and "amd64" in exc["arches"]:
+            continue
+        if exc.get("caps") and set(exc["caps"]) & caps:
+            continue
+        r = {"names": s["names"], "action": s["action"]}
+        if s.get("args"):
+            r["args"] = s["args"]
+        if s.get("errnoRet") is not None:
+            r["errnoRet"] = s["errnoRet"]
+        rules.append(r)
+    return {"defaultAction": src["defaultAction"], "defaultErrnoRet": src.get("defaultErrnoRet"),
+            "architectures": arches, "syscalls": rules}
+
+
+IO_PGETEVENTS = 333  # x86_64; the default profile makes it EPERM; the kernel says EINVAL for our bare call
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall number and profile resolved for x86_64")
+def test_existing_profile_keeps_its_rules(senv: Env) -> None:
+    prof = _podman_default_profile()
+    assert prof["defaultAction"] == "SCMP_ACT_ERRNO"
+    plain = senv.run(fragment=False)
+    assert parse_kv(plain.exec("/bin/probe", "syscall", str(IO_PGETEVENTS)).stdout)["errno"] == 22
+    ct = senv.run(seccomp=prof)
+    sec = ct.bundle.config["linux"]["seccomp"]
+    assert sec["defaultAction"] == "SCMP_ACT_ERRNO" and sec["listenerPath"] == str(senv.sock)
+    assert {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"} in sec["syscalls"]
+    assert parse_kv(ct.exec("/bin/probe", "syscall", str(IO_PGETEVENTS)).stdout)["errno"] == 1  # rule in force
+    # an unlisted syscall still meets defaultAction's errno (ENOSYS 38 in this profile)
+    assert parse_kv(ct.exec("/bin/probe", "syscall", "999").stdout)["errno"] == 38
+    assert _probe(ct)["totalram"] == LIMIT
+
+    # A profile that decides sysinfo itself is left alone: the tenant's EPERM stays.
+    deny = {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    ct2 = senv.run(seccomp=deny)
+    assert "listenerPath" not in ct2.bundle.config["linux"]["seccomp"]
+    r = ct2.exec("/bin/probe")
+    assert "error=1" in r.stdout, r.stdout
+
+
+def test_loop_survives_worker_kill_daemon_and_agent_reload(senv: Env) -> None:
+    ct = senv.run()
+    assert senv.daemon is not None
+    agent_before = agent_pid(senv.sock)
+    n = 3000
+    loop = subprocess.Popen(senv.runtime.cmd("exec", ct.id, "/bin/probe", "loop", str(n)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: int((ping(senv.sock) or {}).get("answered", "0")) > 50, 60)
+        sup = senv.daemon.pid
+        workers = [p for p in senv.daemon.pids() if p != sup]
+        assert workers, senv.daemon.pids()
+        os.kill(workers[0], signal.SIGKILL)  # a FUSE worker crash
+        time.sleep(0.3)
+        os.kill(sup, signal.SIGHUP)  # a daemon reload
+        time.sleep(0.3)
+        assert agent_before is not None
+        os.kill(agent_before, signal.SIGHUP)  # the agent itself hands over to a new one
+        assert wait_until(lambda: agent_pid(senv.sock) not in (None, agent_before), 60), "agent did not hand over"
+        new = agent_pid(senv.sock)
+        assert new is not None
+        assert wait_until(lambda: int((ping(senv.sock) or {}).get("answered", "0")) > 20, 60), \
+            "the new agent answers nothing"
+        still_running = loop.poll() is None
+        out, err = loop.communicate(timeout=300)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, (out, err[-2000:])
+    assert parse_kv(out) == {"ok": n, "bad": 0, "totalram": LIMIT}
+    assert still_running, "the loop ended before the events: make it longer"
+    assert not Path(f"/proc/{agent_before}").exists() or \
+        Path(f"/proc/{agent_before}/status").read_text().find("State:\tZ") >= 0
+
+
+def test_daemon_stopped_or_killed(senv: Env) -> None:
+    ct = senv.run()
+    assert _probe(ct)["totalram"] == LIMIT
+    assert senv.daemon is not None
+    senv.daemon.stop()
+    senv.daemon = None
+    assert _probe(ct)["totalram"] == LIMIT  # the agent keeps answering: it is not part of the daemon
+    ct2 = senv.run()  # a new container built from the fragment starts, and is answered
+    assert _probe(ct2)["totalram"] == LIMIT
+    # the daemon comes back: the agent reloads (new code, same listeners) instead of a second agent
+    before = agent_pid(senv.sock)
+    senv.start_daemon()
+    assert wait_until(lambda: agent_pid(senv.sock) not in (None, before), 60)
+    assert int((ping(senv.sock) or {})["listeners"]) >= 2
+    assert _probe(ct)["totalram"] == LIMIT and _probe(ct2)["totalram"] == LIMIT
+    senv.daemon.kill()  # a crash of the whole daemon tree
+    senv.daemon = None
+    assert _probe(ct)["totalram"] == LIMIT
+    C.lazy_umount(senv.lxcfs)  # what the daemon's watchdog does, without waiting for it
+    senv.start_daemon()
+
+
+def test_merge_leaves_config_alone_without_agent(senv: Env, tmp_path: Path) -> None:
+    import json
+
+    cfg = tmp_path / "config.json"
+    original = {"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}}}
+    cfg.write_text(json.dumps(original))
+    r = subprocess.run([SYSINFO, "merge", "--socket", str(tmp_path / "none.sock"), "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0 and "unchanged" in r.stdout
+    assert json.loads(cfg.read_text()) == original
