@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -556,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detach", action="store_true", help="fork into the background once listening")
     ap.add_argument("--takeover-fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    cfg = DaemonConfig.from_json(json.loads(args.config))
+    # The daemon's status directory lists FUSE workers (`pylxcfs status`); the agent is not one of them.
+    cfg = dataclasses.replace(DaemonConfig.from_json(json.loads(args.config)), status_dir=None)
     setup_logging(cfg.debug, tag=f"pylxcfs-sysinfo[{os.getpid()}]")
     # the kernel's OOM killer must not close every container's listener
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
