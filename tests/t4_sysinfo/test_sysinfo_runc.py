@@ -7,6 +7,7 @@ files read by the test (the init's start time in /proc/<pid>/stat, the cgroup's 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,8 +84,6 @@ def test_host_process_untouched(senv: Env) -> None:
 def _podman_default_profile() -> dict[str, object]:
     """containers-common's default profile (podman's; Docker's has the same shape) resolved to the OCI form for
     x86_64 and runc's default capabilities, as an engine hands it to the runtime."""
-    import json
-
     caps = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
     src = json.loads(Path("/usr/share/containers/seccomp.json").read_text())
     arches = next([a["architecture"], *a.get("subArchitectures", [])] for a in src["archMap"]
@@ -195,8 +194,6 @@ def test_daemon_stopped_or_killed(senv: Env) -> None:
 
 
 def test_merge_leaves_config_alone_without_agent(senv: Env, tmp_path: Path) -> None:
-    import json
-
     cfg = tmp_path / "config.json"
     original = {"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}}}
     cfg.write_text(json.dumps(original))
@@ -204,3 +201,70 @@ def test_merge_leaves_config_alone_without_agent(senv: Env, tmp_path: Path) -> N
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 0 and "unchanged" in r.stdout
     assert json.loads(cfg.read_text()) == original
+
+
+WRAPPER = Path(__file__).resolve().parents[2] / "contrib" / "engines" / "lxcfs-runc"
+
+
+def _wrapper_run(senv: Env, b: C.Bundle, hooks_json: Path) -> C.Container:
+    """`lxcfs-runc create` (as containerd-shim calls it) then `runc start`."""
+    env = dict(os.environ, LXCFS_RUNC_HOOKS=str(hooks_json), LXCFS_RUNC_SYSINFO=SYSINFO)
+    cid = b.path.name
+    senv.runtime.started.append(cid)
+    log = b.path / f"{cid}.log"
+    with open(log, "ab") as out:  # the container keeps runc's stdio: a pipe would never reach EOF
+        r = subprocess.run([str(WRAPPER), "--root", str(senv.runtime.root), "create", "--bundle", str(b.path),
+                            cid], env=env, stdout=out, stderr=out, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert r.returncode == 0, log.read_text()[-2000:]
+    subprocess.run(senv.runtime.cmd("start", cid), check=True, capture_output=True, timeout=60)
+    b.config = json.loads(b.config_path.read_text())
+    return C.Container(cid, senv.runtime, b, int(senv.runtime.state(cid)["pid"]))
+
+
+def test_wrapper_merges_only_while_the_agent_answers_and_agent_death(senv: Env) -> None:
+    """The one unguaranteed path, shown as documented: a SIGKILLed agent closes the listeners, so running containers'
+    sysinfo fails with ENOSYS, `runc exec` into them and a static fragment's new container fail to connect (hence
+    --sysinfo is opt-in); the wrapper checks the agent at create time, so its containers always start."""
+    from pylxcfs.fuse.config import DaemonConfig
+    from pylxcfs.sysinfo import client, seccomp_merge
+
+    sock = senv.base / "solo.sysinfo.sock"
+    client.start(str(sock), DaemonConfig())
+    hooks = senv.base / "solo-hooks.json"
+    hooks.write_text(json.dumps({"hooks": {}, "linux": {"seccomp": seccomp_merge.fragment(str(sock))}}))
+    prof = _podman_default_profile() if os.uname().machine == "x86_64" else None
+    # The container's own processes call sysinfo every 0.2 s; the test reads the result from the host side.
+    loop = "while :; do /bin/probe > /tmp/out.new; mv /tmp/out.new /tmp/out; sleep 0.2; done"
+    b = senv.bundle(fragment=False, seccomp=prof, args=("sh", "-c", loop))
+    ct = _wrapper_run(senv, b, hooks)
+    assert ct.bundle.config["linux"]["seccomp"]["listenerPath"] == str(sock)
+    out = Path(f"/proc/{ct.pid}/root/tmp/out")
+
+    def latest() -> dict[str, int]:
+        try:
+            return parse_kv(out.read_text())
+        except OSError:
+            return {}
+
+    assert wait_until(lambda: latest().get("totalram") == LIMIT), latest()
+
+    pid = agent_pid(sock)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or "State:\tZ" in
+                      Path(f"/proc/{pid}/status").read_text())
+    # ENOSYS: what the kernel does once no listener is left
+    assert wait_until(lambda: latest().get("error") == 38), latest()
+    r = ct.exec("/bin/probe")
+    assert r.returncode != 0 and "seccomp agent" in r.stderr, r.stderr
+
+    b2 = senv.bundle(fragment=False, seccomp=prof)
+    ct2 = _wrapper_run(senv, b2, hooks)  # no agent: the profile is left alone and the container starts
+    assert "listenerPath" not in (ct2.bundle.config["linux"].get("seccomp") or {})
+    host_kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                    if ln.startswith("MemTotal:"))
+    assert _probe(ct2)["totalram"] == host_kib * 1024
+
+    b3 = senv.bundle(fragment=False, seccomp=seccomp_merge.fragment(str(sock)))
+    with pytest.raises(RuntimeError, match="seccomp agent|connect"):
+        senv.runtime.run(b3.path.name, b3)  # a static fragment needs a live agent
