@@ -266,5 +266,5 @@ def test_wrapper_merges_only_while_the_agent_answers_and_agent_death(senv: Env) 
     assert _probe(ct2)["totalram"] == host_kib * 1024
 
     b3 = senv.bundle(fragment=False, seccomp=seccomp_merge.fragment(str(sock)))
-    with pytest.raises(RuntimeError, match="seccomp agent|connect"):
+    with pytest.raises(RuntimeError, match=r"seccomp agent|connect"):
         senv.runtime.run(b3.path.name, b3)  # a static fragment needs a live agent
