@@ -33,7 +33,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def build_probe(dest: Path) -> Path:
     out = dest / "sysinfo-probe"
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(HERE / "probe.c")], check=True,
+    subprocess.run(["gcc", "-static", "-O2", "-pthread", "-o", str(out), str(HERE / "probe.c")], check=True,
                    capture_output=True, timeout=120)
     return out
 

@@ -73,6 +73,15 @@ def test_fields_are_the_containers(senv: Env) -> None:
     assert float(up) < age_after + 2
 
 
+def test_tenant_pointers_and_threads(senv: Env) -> None:
+    """Bad buffers get the kernel's EFAULT and read-only memory stays untouched (the agent never writes where the
+    caller could not); every thread of a multi-threaded caller (a JVM's) is answered."""
+    ct = senv.run()
+    r = ct.exec("/bin/probe", "badptr", check=True).stdout.split()
+    assert r == ["null=-1/14", "ro=-1/14", "span=-1/14", "intact=1"], r
+    assert _probe(ct, "threads", "200") == {"bad": 0, "totalram": LIMIT}
+
+
 def test_host_process_untouched(senv: Env) -> None:
     host_total_kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
                           if ln.startswith("MemTotal:"))

@@ -70,7 +70,7 @@ def docker(tmp_path_factory: pytest.TempPathFactory, busybox_image: eng.BusyboxI
     launcher.write_text(f'#!/bin/sh\nLXCFS_RUNC_HOOKS={base}/runc-hooks.json LXCFS_RUNC_SYSINFO={SYSINFO} '
                         f'exec {WRAPPER} "$@"\n')
     launcher.chmod(0o755)
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(base / "probe"), str(PROBE_SRC)], check=True,
+    subprocess.run(["gcc", "-static", "-O2", "-pthread", "-o", str(base / "probe"), str(PROBE_SRC)], check=True,
                    capture_output=True, timeout=120)
     dockerd = eng.Dockerd(base, cgroup_parent=cgroup_parent, runtimes={"lxcfs-runc": launcher})
     try:
