@@ -87,7 +87,7 @@ def test_scan_root_and_parse_roots(tmp_path: Path) -> None:
 
 def test_install_render() -> None:
     spec = install.render("isulad", "/usr/local/bin/lxcfs-hook", "/var/log/h.log", None)
-    assert spec["prestart"][0]["args"] == ["lxcfs-hook", "--log", "/var/log/h.log"]
+    assert spec["prestart"][0]["args"] == ["lxcfs-hook", "--stage", "prestart", "--log", "/var/log/h.log"]
     h = install.render("hooksd", "/h", None, "/srv/lxcfs")
     assert h["hook"]["args"] == ["lxcfs-hook", "--stage", "createRuntime", "--lxcfs-dir", "/srv/lxcfs"]
     assert install.render("runc", "/h", None, None)["hooks"]["createRuntime"][0]["path"] == "/h"

@@ -137,7 +137,8 @@ def test_install_hook_formats(tenv: Env, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     spec = json.loads(dest.read_text())
     (entry,) = spec["prestart"]
-    assert os.path.isabs(entry["path"]) and entry["args"][:3] == ["lxcfs-hook", "--log", "/var/log/x.log"]
+    assert os.path.isabs(entry["path"]) and entry["args"][:5] == ["lxcfs-hook", "--stage", "prestart", "--log",
+                                                                   "/var/log/x.log"]
     assert spec["poststart"] == [] and spec["poststop"] == [] and entry["timeout"] >= 1
     assert stat.S_IMODE(dest.stat().st_mode) & 0o022 == 0  # iSulad refuses group/world-writable specs
     r = tenv.toolkit("install-hook", "--format", "hooksd")

@@ -216,3 +216,129 @@ def test_usage_errors_fail_open() -> None:
         r = subprocess.run([HOOK, *args, "--strict"], input="{}", capture_output=True, text=True, timeout=30,
                            check=False)
         assert r.returncode == 2, (args, r)
+
+
+def _hook_in_private_ns(tenv: Env, b: Path, state: dict[str, object], *hook_args: str
+                        ) -> tuple[subprocess.CompletedProcess[str], str, list[C.MountEntry]]:
+    """Run the hook in a private copy of the host's mount namespace (`unshare -m`), as a hook run by hand or by a
+    confused runtime would be; returns its result, its log and that namespace's mount table right after."""
+    script = f'"$@" < "{b}/state.json"; rc=$?; cat /proc/self/mountinfo > "{b}/mountinfo"; exit $rc'
+    (b / "state.json").write_text(json.dumps(state))
+    log_path = tenv.base / f"{b.name}.log"
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", HOOK, *hook_args,
+                        "--lxcfs-dir", str(tenv.lxcfs), "--registry-dir", str(tenv.registry), "--log",
+                        str(log_path)], capture_output=True, text=True, timeout=60, check=False)
+    return r, log_path.read_text(), C.parse_mountinfo((b / "mountinfo").read_text())
+
+
+@pytest.mark.parametrize("pid", [1, 0, None])
+def test_no_stage_in_a_private_namespace_with_root_slash(tenv: Env, guard: None, pid: int | None) -> None:
+    """Without --stage, a state pid of 1/0/none tells nothing about where the hook runs: it must not be taken as
+    createContainer (which once mounted every file over /proc of the hook's own namespace with "root": "/")."""
+    b = _bundle(tenv, f"nostage-{pid}")
+    state: dict[str, object] = {"id": f"nostage-{pid}", "root": "/", "bundle": str(b)}
+    if pid is not None:
+        state["pid"] = pid
+    r, log, mounts = _hook_in_private_ns(tenv, b, state)
+    assert r.returncode == 0, (r.stderr, log)
+    assert "no --stage given" in log and "level=error" in log, log
+    assert [m.mountpoint for m in mounts if m.is_lxcfs and m.root != "/"] == [], log
+    r, _log, _m = _hook_in_private_ns(tenv, b, state, "--strict")
+    assert r.returncode == 1
+
+
+def test_inside_stage_refuses_root_slash_and_the_host_namespace(tenv: Env, guard: None) -> None:
+    b = _bundle(tenv, "inside-root-slash")
+    r, log, mounts = _hook_in_private_ns(tenv, b, {"id": "inside-root-slash", "pid": 1, "root": "/"},
+                                         "--stage", "createContainer")
+    assert r.returncode == 0 and 'the rootfs is / itself' in log, log
+    assert [m.mountpoint for m in mounts if m.is_lxcfs and m.root != "/"] == []
+    # createContainer run in the HOST's mount namespace (pid 1's): refused before anything is resolved.
+    b2 = _bundle(tenv, "inside-host-ns")
+    (b2 / "rootfs" / "proc").mkdir()
+    r, log = run_hook(tenv, {"id": "inside-host-ns", "pid": 1, "bundle": str(b2)}, "--strict",
+                      stage="createContainer")
+    assert r.returncode == 1 and "host's mount namespace" in log, log
+
+
+def test_no_stage_with_a_host_pid_is_a_host_stage(tenv: Env, guard: None) -> None:
+    """The one fact the hook may derive a stage from: a live pid > 1 in another mount namespace."""
+    b = tenv.base / "nostage-hostpid"
+    for d in ("proc", "sys"):
+        (b / "rootfs" / d).mkdir(parents=True)
+    fc = FakeContainer(b, mount_proc=True)
+    try:
+        stdin = json.dumps({"id": "nostage-hostpid", "pid": fc.pid, "root": str(b / "rootfs")})
+        log_path = tenv.base / "nostage-hostpid.log"
+        r = subprocess.run([HOOK, "--lxcfs-dir", str(tenv.lxcfs), "--registry-dir", str(tenv.registry), "--log",
+                            str(log_path), "--strict"], input=stdin, capture_output=True, text=True, timeout=60,
+                           check=False)
+        log = log_path.read_text()
+        assert r.returncode == 0 and "stage=createRuntime" in log, log
+        assert any(m.is_lxcfs and m.mountpoint == f"{b}/rootfs/proc/meminfo" for m in fc.mounts()), log
+    finally:
+        fc.stop()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "deep-json", "directory"])
+def test_hostile_config_json(tenv: Env, guard: None, kind: str) -> None:
+    """config.json a tenant (or a broken engine) planted: a clear error within the deadline, never a hang."""
+    b = tenv.base / f"cfg-{kind}"
+    (b / "rootfs").mkdir(parents=True)
+    cfg = b / "config.json"
+    expect = {"fifo": "is a FIFO", "device": "is a character device", "deep-json": "nested too deeply",
+              "directory": "is a directory"}[kind]
+    if kind == "fifo":
+        os.mkfifo(cfg)
+    elif kind == "device":
+        cfg.symlink_to("/dev/zero")
+    elif kind == "deep-json":
+        cfg.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        cfg.mkdir()
+    t0 = time.monotonic()
+    r, log = run_hook(tenv, {"id": f"cfg-{kind}", "pid": os.getpid(), "bundle": str(b)}, "--strict",
+                      "--timeout", "3")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 1 and expect in log and "config.json" in log, log
+    assert elapsed < 30, f"the hook took {elapsed:.1f}s"  # the FIFO once hung it until it was killed
+    assert "Traceback" not in r.stderr and "unexpected error" not in log, log
+
+
+def test_deep_json_state_on_stdin(tenv: Env, guard: None) -> None:
+    r, log = run_hook(tenv, "[" * 100_000 + "]" * 100_000, "--strict")
+    assert r.returncode == 1 and "nested too deeply" in log and "unexpected error" not in log, log
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "foreign-owner"])
+def test_log_path_planted(tenv: Env, guard: None, kind: str) -> None:
+    """--log never writes through a symlink, into a FIFO or device, or into a file someone else owns: the hook
+    says so on stderr and logs there instead (still fail-open)."""
+    d = tenv.base / f"logplant-{kind}"
+    d.mkdir()
+    victim = d / "victim"
+    victim.write_text("")
+    path = d / "hook.log"
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("")
+        os.chown(path, 65534, 65534)
+    r = subprocess.run([HOOK, "--stage", "createRuntime", "--log", str(path), "--registry-dir", str(tenv.registry)],
+                       input="{", capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0
+    assert f"cannot open log file {path}" in r.stderr and "refusing" in r.stderr, r.stderr
+    assert "not valid JSON" in r.stderr  # the real error still reaches someone
+    assert victim.read_text() == ""
+    if kind == "foreign-owner":
+        assert path.read_text() == ""
+
+
+def test_log_escapes_control_and_bidi(tenv: Env, guard: None) -> None:
+    """An id with U+202E (right-to-left override), an ANSI escape and a newline is logged escaped."""
+    r, log = run_hook(tenv, {"id": "ab\u202ecd\x1b[31m\nlevel=info", "pid": 0, "bundle": "/nonexistent"})
+    assert r.returncode == 0
+    assert "\u202e" not in log and "\x1b" not in log and "\\u202e" in log and "\\x1b" in log, repr(log)
+    assert all(line.startswith('time="') for line in log.splitlines()), repr(log)

@@ -57,6 +57,8 @@ def _obj(text: str, what: str) -> dict[str, Any]:
         raise HookInputError(f"{what} is empty")
     try:
         data = json.loads(text)
+    except RecursionError:  # e.g. 100,000 nested arrays: a clear error, not a crash
+        raise HookInputError(f"{what} is nested too deeply to be parsed") from None
     except ValueError as exc:
         raise HookInputError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -6,7 +6,9 @@ and <rootfs>/sys/devices/system/cpu/online with private propagation, and registe
 Stages (engines.md §1): prestart/createRuntime run in the runtime's namespaces with the container init's HOST pid:
 the worker setns()es into that pid's mount namespace (before pivot_root, the rootfs is still at its host path).
 createContainer runs inside the container's mount namespace with pid 1 (runc) or 0 (crun): the state pid is never
-used there; the worker stays in its namespace. Without --stage, pid None/0/1 means createContainer.
+used there; the worker stays in its namespace, and the hook refuses to mount when that namespace is the host's (pid
+1's). The stage is never guessed: without --stage only a state pid > 1 in another mount namespace (a host-side
+stage) is accepted; anything else is refused, as is a rootfs of "/".
 
 Never blocks a container start unless --strict (design.md §3.6): every failure is logged with the container id and
 the reason, and the hook exits 0. Targets are resolved inside the rootfs with openat2(RESOLVE_IN_ROOT) (ct/apply.py),
@@ -37,7 +39,7 @@ from pylxcfs.ct.oci import (
 from pylxcfs.ct.plan import DEFAULT_LXCFS_DIR, attach_plan
 from pylxcfs.errors import QuietError
 from pylxcfs.toolkit import log as tlog
-from pylxcfs.toolkit import probe, registry
+from pylxcfs.toolkit import probe, registry, safefile
 
 log = logging.getLogger("pylxcfs.hook")
 HOST_STAGES = ("prestart", "createRuntime")
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--lxcfs-dir", default=os.environ.get("PYLXCFS_LXCFS_DIR", DEFAULT_LXCFS_DIR))
     p.add_argument("--stage", choices=[*HOST_STAGES, *INSIDE_STAGES, "poststop"],
-                   help="OCI stage this hook is installed at (default: guessed from the state's pid); poststop "
-                        "only drops the container's registry record")
+                   help="OCI stage this hook is installed at (required, except that a state pid > 1 in another "
+                        "mount namespace is taken as a host-side stage); poststop only drops the registry record")
     p.add_argument("--strict", action="store_true", help="exit 1 on any failure (blocks the container start)")
     p.add_argument("--registry-dir", help=f"default {registry.DEFAULT_REGISTRY_DIR} (env PYLXCFS_REGISTRY_DIR)")
     p.add_argument("--timeout", type=_positive, default=5.0, help="deadline for the mount work, s (default 5; keep it "
@@ -98,17 +100,85 @@ def read_stdin(limit: int = MAX_STATE_BYTES, timeout_s: float = 5.0) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def _load_config(state: OciState) -> OciConfig | None:
+def _load_config(state: OciState, timeout_s: float) -> OciConfig | None:
+    """The bundle's config.json: a regular file only (a FIFO or a device planted there is refused before it is
+    opened for reading), bounded in size and read within `timeout_s`."""
     if not state.bundle:
         return None
     path = os.path.join(state.bundle, "config.json")
     try:
-        with open(path, encoding="utf-8") as f:
-            return parse_config(f.read(MAX_STATE_BYTES * 16))
+        data = safefile.read_regular(path, MAX_STATE_BYTES * 16, timeout_s)
     except FileNotFoundError:
         return None
+    except safefile.UnsafeFileError as exc:
+        raise HookInputError(f"cannot use {path}: {exc}") from None
     except OSError as exc:
         raise HookInputError(f"cannot read {path}: {exc}") from None
+    return parse_config(data.decode("utf-8", "replace"))
+
+
+def _same_mntns(a: str, b: str) -> bool | None:
+    """Whether two /proc/<x>/ns/mnt links name the same namespace; None when either cannot be read."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return None
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def decide_stage(flag: str | None, state: OciState) -> str:
+    """The stage to act as. Given by --stage, or derived only from a fact checked here: a state pid > 1 whose mount
+    namespace is not ours can only be a host-side stage (prestart/createRuntime act alike). Anything else is refused:
+    pid 0/1 or none could be createContainer, or a hook run by hand in some private namespace with "root": "/"."""
+    if flag:
+        return flag
+    pid = state.pid
+    if pid is not None and pid > 1 and _same_mntns(f"/proc/{pid}/ns/mnt", "/proc/self/ns/mnt") is False:
+        return "createRuntime"
+    raise HookInputError(f"no --stage given and the state's pid ({pid}) does not show where the hook runs; "
+                         "install the hook with --stage prestart|createRuntime|createContainer")
+
+
+def _ppid_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def host_mntns_reference() -> tuple[str, str] | None:
+    """(ns link, what it is) of the host's mount namespace as far as we can see it: pid 1's, or, where pid 1's link
+    cannot be read (a sandboxed init), that of our outermost ancestor whose link can be read."""
+    if _same_mntns("/proc/1/ns/mnt", "/proc/1/ns/mnt"):
+        return "/proc/1/ns/mnt", "pid 1's"
+    best = None
+    pid = os.getpid()
+    for _ in range(4096):  # bounded walk up the process tree
+        ppid = _ppid_of(pid)
+        if ppid is None or ppid <= 0:
+            break
+        if _same_mntns(f"/proc/{ppid}/ns/mnt", f"/proc/{ppid}/ns/mnt"):
+            best = ppid
+        if ppid == 1:
+            break
+        pid = ppid
+    return (f"/proc/{best}/ns/mnt", f"that of pid {best}, the outermost ancestor we can inspect") if best else None
+
+
+def check_inside() -> None:
+    """createContainer: the hook must be in the container's own mount namespace, never the host's."""
+    ref = host_mntns_reference()
+    same = _same_mntns("/proc/self/ns/mnt", ref[0]) if ref else None
+    if ref is None or same is None:
+        raise HookInputError("stage createContainer: cannot tell whether we are in the host's mount namespace; "
+                             "refusing to mount")
+    if same:
+        raise HookInputError(f"stage createContainer, but the hook runs in the host's mount namespace ({ref[1]}); "
+                             "refusing to mount")
 
 
 def _host_pid_inside() -> int | None:
@@ -134,13 +204,17 @@ def run(args: argparse.Namespace, kv: dict[str, object]) -> bool:
         registry.remove(registry.registry_dir(args.registry_dir), state.id)
         log.info("unregistered", extra={"kv": kv})
         return True
-    config = _load_config(state)
+    config = _load_config(state, args.timeout)
     rootfs = resolve_rootfs(state, config)
-    stage = args.stage or ("createContainer" if state.pid in (None, 0, 1) else "createRuntime")
+    stage = decide_stage(args.stage, state)
     kv["stage"] = stage
     inside = stage in INSIDE_STAGES
     if not inside and (state.pid is None or state.pid <= 1):
         raise HookInputError(f"stage {stage} needs the container's host pid; the state has pid {state.pid}")
+    if rootfs == "/":
+        raise HookInputError("the rootfs is / itself: refusing to mount over this namespace's own /proc and /sys")
+    if inside:
+        check_inside()
     if not os.path.isdir(rootfs):
         raise HookInputError(f"rootfs {rootfs} does not exist")
     pid = None if inside else state.pid

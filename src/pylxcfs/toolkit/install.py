@@ -23,11 +23,9 @@ def hook_binary() -> str:
     return os.path.abspath(found) if found else "/usr/local/bin/lxcfs-hook"
 
 
-def hook_args(stage: str | None, log_file: str | None, lxcfs_dir: str | None,
+def hook_args(stage: str, log_file: str | None, lxcfs_dir: str | None,
               registry_dir: str | None = None) -> list[str]:
-    args = ["lxcfs-hook"]
-    if stage:
-        args += ["--stage", stage]
+    args = ["lxcfs-hook", "--stage", stage]  # every entry names its stage: the hook never guesses it
     if log_file:
         args += ["--log", log_file]
     if lxcfs_dir:
@@ -41,7 +39,7 @@ def render(fmt: str, hook_path: str, log_file: str | None, lxcfs_dir: str | None
            timeout_s: int = 10, registry_dir: str | None = None) -> dict[str, Any]:
     if fmt == "isulad":
         # iSulad offers prestart/poststart/poststop only; prestart runs in the runtime's namespaces with the host pid.
-        entry = {"path": hook_path, "args": hook_args(None, log_file, lxcfs_dir, registry_dir), "env": [],
+        entry = {"path": hook_path, "args": hook_args("prestart", log_file, lxcfs_dir, registry_dir), "env": [],
                  "timeout": timeout_s}
         return {"prestart": [entry], "poststart": [], "poststop": []}
     if fmt == "hooksd":

@@ -1,5 +1,6 @@
 """Logging for the toolkit and the hook: logrus-style text lines (`time="..." level=info msg="..." k=v`), the format
-the original lxcfs-tools printed (toolkit.md §1.2), to stderr or appended to a --log file created 0600."""
+the original lxcfs-tools printed, to stderr or appended to a --log file created 0600 (never through a symlink, only
+to a regular file we own). Control and bidi characters in messages and fields are escaped."""
 
 from __future__ import annotations
 
@@ -7,16 +8,33 @@ import logging
 import os
 import sys
 import time
+import unicodedata
+
+from pylxcfs.errors import QuietError
+from pylxcfs.toolkit.safefile import open_log
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
            "error": logging.ERROR}
 
 
+def _escape_char(c: str) -> str:
+    """Control, format (bidi overrides such as U+202E, zero-width marks) and separator characters as escapes: a log
+    line shows what a tenant sent without letting it reorder or split what a reader sees."""
+    if c == "\n":
+        return "\\n"
+    if c in ("\\", '"'):
+        return "\\" + c
+    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+        o = ord(c)
+        return f"\\x{o:02x}" if o < 0x100 else (f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return c
+
+
 def _quote(v: object) -> str:
     s = str(v)
-    if s and all(c.isalnum() or c in "-_./:@" for c in s):
+    if s and all(c.isascii() and (c.isalnum() or c in "-_./:@") for c in s):
         return s
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + "".join(_escape_char(c) for c in s) + '"'
 
 
 class LogrusFormatter(logging.Formatter):
@@ -43,9 +61,9 @@ def setup(name: str, level: str = "info", log_file: str | None = None) -> loggin
     problem = None
     if log_file:
         try:
-            fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_log(log_file)
             handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
-        except OSError as exc:
+        except (OSError, QuietError) as exc:
             handler = logging.StreamHandler(sys.stderr)
             problem = f"cannot open log file {log_file}: {exc}; logging to stderr"
     else:
