@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import HOOK, TOOLKIT, Env, host_meminfo_total_kib, meminfo_total_kib, read_in
+from t4_toolkit.conftest import HOOK, TOOLKIT, Env, host_meminfo_total_kib, meminfo_total_kib, read_in, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -150,24 +150,46 @@ def test_install_hook_formats(tenv: Env, tmp_path: Path) -> None:
     assert tenv.toolkit("install-hook", "--format", "nope").returncode == 1
 
 
-def test_procscan_finds_pid_namespace_inits(tenv: Env) -> None:
-    """Last-resort discovery: a process that is pid 1 of its own pid namespace, in its own mount namespace."""
-    p = subprocess.Popen(["unshare", "-m", "-p", "-f", "--propagation", "private", "sleep", "60"])
+def _inner_pid(p: subprocess.Popen[bytes]) -> int:
+    children = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+    deadline = time.monotonic() + 10
+    while not (children.exists() and children.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(children.read_text().split()[0])
+
+
+@pytest.mark.parametrize("tenant", ["plain-namespace", "userns-with-lxcfs-bind"])
+def test_procscan_namespaces_are_never_taken_by_all(tenv: Env, tenant: str) -> None:
+    """The /proc scan finds pid-namespace inits in their own mount namespace, for an explicit --container-id; but
+    `--all` (even with --include-unconfigured) acts only on what the registry or an engine says is a container. The
+    second tenant is what any user can make: `unshare -Urmpf` with a lxcfs file bound over its own /proc/meminfo."""
+    if tenant == "plain-namespace":
+        cmd = ["unshare", "-m", "-p", "-f", "--propagation", "private", "sleep", "60"]
+    else:
+        cmd = ["unshare", "-Urmpf", "--mount-proc", "sh", "-c",
+               f"mount --bind {tenv.lxcfs}/proc/meminfo /proc/meminfo && exec sleep 60"]
+    p = subprocess.Popen(cmd)
+    inner = -1
     try:
-        children = Path(f"/proc/{p.pid}/task/{p.pid}/children")
-        deadline = time.monotonic() + 10
-        while not (children.exists() and children.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        inner = int(children.read_text().split()[0])
-        env = {**tenv.env(), "PYLXCFS_PROCSCAN": "1", "PYLXCFS_STATE_ROOTS": ""}
-        r = subprocess.run([TOOLKIT, "--lxcfs-dir", str(tenv.lxcfs), "remount", "--all", "--include-unconfigured",
-                            "--dry-run"], env=env, capture_output=True, text=True, timeout=60, check=False)
-        assert r.returncode == 0, r.stderr
-        assert f"would remount pid-{inner} (pid {inner}, procscan)" in r.stdout, r.stdout
-        # Without --include-unconfigured it is not selected (no lxcfs mounts, not registered).
-        r = subprocess.run([TOOLKIT, "--lxcfs-dir", str(tenv.lxcfs), "remount", "--all", "--dry-run"], env=env,
-                           capture_output=True, text=True, timeout=60, check=False)
-        assert f"pid-{inner}" not in r.stdout
+        inner = _inner_pid(p)
+        if tenant != "plain-namespace":
+            assert wait_until(lambda: any(m.is_lxcfs and m.mountpoint == "/proc/meminfo"
+                                          for m in C.mountinfo(inner)), 10), "the tenant's bind did not happen"
+        env = {**tenv.env(), "PYLXCFS_PROCSCAN": "1"}
+
+        def toolkit(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([TOOLKIT, "--lxcfs-dir", str(tenv.lxcfs), *args], env=env, capture_output=True,
+                                  text=True, timeout=60, check=False)
+
+        r = toolkit("remount", "--container-id", f"pid-{inner}", "--dry-run")
+        assert r.returncode == 0 and f"would remount pid-{inner} (pid {inner}, procscan)" in r.stdout, r
+        for args in (["remount", "--all"], ["remount", "--all", "--include-unconfigured"], ["umount", "--all"],
+                     ["umount", "--all", "--include-unconfigured"]):
+            r = toolkit(*args, "--dry-run")
+            assert r.returncode == 0 and f"pid-{inner}" not in r.stdout, (args, r.stdout)
+        before = [(m.mount_id, m.mountpoint) for m in C.mountinfo(inner)]
+        assert toolkit("remount", "--all", "--include-unconfigured").returncode == 0
+        assert [(m.mount_id, m.mountpoint) for m in C.mountinfo(inner)] == before
     finally:
         with contextlib.suppress(Exception):
             os.kill(inner, signal.SIGKILL)

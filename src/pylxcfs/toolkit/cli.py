@@ -3,7 +3,8 @@
 
 Exit codes: 0 ok; 1 error (bad usage, unknown or ambiguous container, lxcfs not ready for remount, a single
 container failed); 2 some container failed under --all with --strict; 3 unknown command. check-lxcfs: 0 serving,
-1 absent, 4 hung (no answer within --timeout), 5 dead (stale mount, ENOTCONN).
+1 absent, 4 hung (no answer within --timeout), 5 dead (stale mount, ENOTCONN), 6 error (the daemon answers, with an
+error).
 """
 
 from __future__ import annotations
@@ -80,17 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("remount", "put the daemon's files over /proc/* in running containers"),
                        ("umount", "remove every lxcfs mount from containers' /proc and /sys (no daemon needed)")):
         s = sub.add_parser(name, help=text, description=text, parents=[common])
-        s.add_argument("-a", "--all", action="store_true", help="containers set up for lxcfs (hook registry or "
-                                                                "lxcfs mounts, live or stale)")
+        s.add_argument("-a", "--all", action="store_true", help="containers set up for lxcfs: registered by the "
+                       "hook, or named by a runtime state root and showing lxcfs mounts (live or stale)")
         s.add_argument("-c", "--container-id", help="exact id, unique id prefix, or name")
         s.add_argument("--pid", type=int, help="act on the container whose init has this host pid")
-        s.add_argument("--include-unconfigured", action="store_true", help="with --all: every running container")
+        s.add_argument("--include-unconfigured", action="store_true",
+                       help="with --all: also every container a runtime state root names (never a namespace only "
+                            "the /proc scan found)")
         s.add_argument("--strict", action="store_true", help="exit 2 when any container failed under --all")
         s.add_argument("--timeout", type=_positive, default=10.0, help="deadline per container, s (default 10)")
         s.add_argument("--parallel", type=int, default=4, help="containers in flight (default 4)")
         s.add_argument("--dry-run", action="store_true", help="print what would be done")
     c = sub.add_parser("check-lxcfs", parents=[common],
-                       help="exit 0 if the daemon serves; 1 absent, 4 hung, 5 dead")
+                       help="exit 0 if the daemon serves; 1 absent, 4 hung, 5 dead, 6 answers with an error")
     c.add_argument("--timeout", type=_positive, default=2.0, help="probe deadline, s (default 2)")
     c.add_argument("--wait", type=float, default=0.0, help="keep probing up to this many s until serving")
     sub.add_parser("prestart", parents=[common],

@@ -2,24 +2,30 @@
 1. the hook's registry (containers that opted in),
 2. runc-style state roots (<root>/<id>/state.json: runc, docker, containerd, iSulad-with-runc),
 3. crun state roots (<root>/<id>/status),
-4. a /proc scan for pid-namespace inits (NSpid ends in 1) as the last resort.
+4. a /proc scan for pid-namespace inits (NSpid ends in 1) as the last resort: it finds namespaces for an explicit
+   --container-id pid-N, but a namespace only the scan found is never selected by --all (any unprivileged user can
+   make one: `unshare -Urmpf`), see toolkit.ops.select_for_all.
 Roots are configurable (--state-root KIND:DIR or PYLXCFS_STATE_ROOTS="runc:/a,crun:/b"; PYLXCFS_PROCSCAN=0), so
-tests only ever see their own runc --root. Every id read from disk is validated before use.
+tests only ever see their own runc --root. Every id read from disk is validated before use; state files are read
+only when they are regular files, bounded in size and time (pylxcfs.toolkit.safefile). Names come from engine
+state (docker's config.v2.json, podman's containers storage), never from a process's name or argv.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 
 from pylxcfs.ct.apply import proc_start_time
 from pylxcfs.ct.mountinfo import Mount, parse_mountinfo
 from pylxcfs.ct.oci import valid_container_id
-from pylxcfs.toolkit import registry
+from pylxcfs.errors import QuietError
+from pylxcfs.toolkit import registry, safefile
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass
 class Candidate:
-    """A running container as far as discovery can tell. `registered`: the hook set it up for lxcfs."""
+    """A running container as far as discovery can tell. `registered`: the hook set it up for lxcfs. `engine`: a
+    runtime's state root names it (runc/crun state written by root)."""
 
     id: str
     pid: int
@@ -50,6 +57,7 @@ class Candidate:
     registered: bool = False
     aliases: list[str] = field(default_factory=list)
     lxcfs_dir: str | None = None  # the daemon dir the hook registered it for
+    engine: bool = False
 
 
 def parse_roots(spec: str) -> list[tuple[str, str]]:
@@ -70,12 +78,22 @@ def state_roots(flags: list[str] | None) -> list[tuple[str, str]]:
     return parse_roots(env) if env is not None else list(DEFAULT_STATE_ROOTS)
 
 
-def _load_json(path: str) -> dict[str, object] | None:
+MAX_STATE_BYTES = 16 << 20
+
+
+def _load_json(path: str) -> Any:
+    """A JSON document from a regular file, or None (missing, unsafe, broken: logged at debug, never trusted)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        return safefile.read_json(path, MAX_STATE_BYTES, 5.0)
+    except FileNotFoundError:
         return None
+    except (OSError, QuietError, UnicodeDecodeError) as exc:
+        log.warning(f"ignoring {path}: {exc}")
+        return None
+
+
+def _load_obj(path: str) -> dict[str, object] | None:
+    data = _load_json(path)
     return data if isinstance(data, dict) else None
 
 
@@ -100,20 +118,21 @@ def scan_root(kind: str, root: str) -> list[Candidate]:
         if not valid_container_id(cid):
             continue
         if kind == "runc":
-            data = _load_json(os.path.join(root, cid, "state.json"))
+            data = _load_obj(os.path.join(root, cid, "state.json"))
             if data is None:
                 continue
             pid, start = _int(data.get("init_process_pid")), _int(data.get("init_process_start"))
             cfg = data.get("config")
             rootfs = cfg.get("rootfs") if isinstance(cfg, dict) else None
         else:
-            data = _load_json(os.path.join(root, cid, "status"))
+            data = _load_obj(os.path.join(root, cid, "status"))
             if data is None:
                 continue
             pid, start = _int(data.get("pid")), _int(data.get("process-start-time"))
             rootfs = data.get("rootfs")
         if pid is not None and _alive(pid, start):
-            out.append(Candidate(cid, pid, start, f"{kind}:{root}", rootfs if isinstance(rootfs, str) else None))
+            out.append(Candidate(cid, pid, start, f"{kind}:{root}", rootfs if isinstance(rootfs, str) else None,
+                                 engine=True))
     return out
 
 
@@ -155,11 +174,13 @@ def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = T
     def add(c: Candidate) -> None:
         if c.id in by_id:
             by_id[c.id].registered |= c.registered
+            by_id[c.id].engine |= c.engine
             by_id[c.id].lxcfs_dir = by_id[c.id].lxcfs_dir or c.lxcfs_dir
             return
         if c.pid in by_pid:
             other = by_pid[c.pid]
             other.registered |= c.registered
+            other.engine |= c.engine
             other.aliases.append(c.id)
             return
         by_id[c.id] = c
@@ -188,57 +209,38 @@ def discover(roots: list[tuple[str, str]], registry_dir: str, procscan: bool = T
     return out
 
 
-def _read_cmdline(pid: int) -> list[str]:
+def podman_names(conf_path: str | None = None) -> dict[str, str]:
+    """id -> first name from podman's containers storage (`<graphroot>/<driver>-containers/containers.json`, the
+    store named by CONTAINERS_STORAGE_CONF or /etc/containers/storage.conf): engine state written by root, where
+    podman keeps the names (they are in no runtime state or annotation)."""
+    conf = conf_path or os.environ.get("CONTAINERS_STORAGE_CONF") or "/etc/containers/storage.conf"
+    graphroot, driver = "/var/lib/containers/storage", "overlay"
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("PPid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
+        data = tomllib.loads(safefile.read_regular(conf, 1 << 20, 2.0).decode("utf-8"))
+        storage = data.get("storage")
+        if isinstance(storage, dict):
+            graphroot = str(storage.get("graphroot") or graphroot)
+            driver = str(storage.get("driver") or driver)
+    except FileNotFoundError:
         pass
-    return None
-
-
-def _opt(argv: list[str], *names: str) -> str | None:
-    for i, a in enumerate(argv):
-        for n in names:
-            if a == n and i + 1 < len(argv):
-                return argv[i + 1]
-            if n.startswith("--") and a.startswith(n + "="):
-                return a[len(n) + 1:]
-    return None
-
-
-def conmon_name(c: Candidate) -> str | None:
-    """podman/CRI-O: the init's parent is conmon, started as `conmon ... -c <id> ... -n <name>` (measured with
-    podman 4.3: the name is in no state file or annotation, engines notes). Only trusted when -c is this id."""
-    ppid = _ppid(c.pid)
-    if not ppid or ppid <= 1:
-        return None
-    try:
-        with open(f"/proc/{ppid}/comm", encoding="utf-8") as f:
-            if f.read().strip() != "conmon":
-                return None
-    except OSError:
-        return None
-    argv = _read_cmdline(ppid)
-    cid = _opt(argv, "-c", "--cid")
-    if cid is None or cid != c.id:
-        return None
-    return _opt(argv, "-n", "--name")
+    except (OSError, QuietError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        log.warning(f"ignoring {conf}: {exc}")
+        return {}
+    if "/" in driver or driver in (".", ".."):
+        return {}
+    rows = _load_json(os.path.join(graphroot, f"{driver}-containers", "containers.json"))
+    out: dict[str, str] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("names"), list):
+            names = [n for n in row["names"] if isinstance(n, str) and n]
+            if names:
+                out[row["id"]] = names[0]
+    return out
 
 
 def docker_name(c: Candidate, data_root: str) -> str | None:
     """docker: <data-root>/containers/<id>/config.v2.json "Name": "/<name>"."""
-    data = _load_json(os.path.join(data_root, "containers", c.id, "config.v2.json"))
+    data = _load_obj(os.path.join(data_root, "containers", c.id, "config.v2.json"))
     name = data.get("Name") if data else None
     return name.lstrip("/") if isinstance(name, str) and name.strip("/") else None
 
@@ -246,9 +248,10 @@ def docker_name(c: Candidate, data_root: str) -> str | None:
 def fill_names(cands: list[Candidate]) -> None:
     """Best-effort names for --container-id NAME, without asking any engine daemon."""
     docker_root = os.environ.get("PYLXCFS_DOCKER_ROOT", "/var/lib/docker")
+    podman = podman_names() if any(c.name is None and c.engine for c in cands) else {}
     for c in cands:
-        if c.name is None:
-            c.name = conmon_name(c)
+        if c.name is None and c.engine:
+            c.name = podman.get(c.id)
         if c.name is None and c.source.startswith("runc:") and "docker" in c.source:
             c.name = docker_name(c, docker_root)
 

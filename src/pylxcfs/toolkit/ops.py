@@ -43,12 +43,14 @@ def has_lxcfs(pid: int) -> bool:
 
 def select_for_all(cands: list[Candidate], include_unconfigured: bool, lxcfs_dir: str | None = None
                    ) -> list[Candidate]:
-    """--all: registered for this lxcfs dir (the hook records which daemon it mounted from), or showing lxcfs
-    overlays on /proc or /sys; every candidate with include_unconfigured."""
+    """--all acts on containers that our registry or an engine says exist: registered by the hook for this lxcfs
+    dir; or named by a runtime state root and showing lxcfs overlays on /proc or /sys; with include_unconfigured,
+    every container a state root names. A namespace only the /proc scan found is never selected: any user can make
+    one and bind a lxcfs file into it (`unshare -Urmpf`), which says nothing about it being a container."""
     def registered_here(c: Candidate) -> bool:
         return c.registered and (lxcfs_dir is None or not c.lxcfs_dir or c.lxcfs_dir == lxcfs_dir)
 
-    return [c for c in cands if include_unconfigured or registered_here(c) or has_lxcfs(c.pid)]
+    return [c for c in cands if registered_here(c) or (c.engine and (include_unconfigured or has_lxcfs(c.pid)))]
 
 
 def _same_mntns_as_us(pid: int) -> bool:

@@ -29,6 +29,7 @@ class Health(enum.IntEnum):
     ABSENT = 1  # nothing (or not a FUSE filesystem) mounted at the lxcfs dir
     HUNG = 4  # mounted, but no answer within the deadline (SIGSTOPped or wedged daemon)
     DEAD = 5  # mounted, but the daemon is gone (ENOTCONN): a stale mount
+    ERROR = 6  # mounted and answering, but with an error (EIO, EACCES...): alive, so never detached as stale
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,16 @@ def probe(lxcfs_dir: str, timeout_s: float = 2.0) -> ProbeResult:
     if r.timed_out:
         return ProbeResult(Health.HUNG, f"{m.fstype} at {lxcfs_dir} did not answer within {timeout_s:g}s "
                                         "(daemon stopped or hung)", elapsed)
-    state = r.data.get("state") if r.ok else "error"
-    detail = str(r.data.get("detail") or r.error)
+    return classify(r.ok, r.data, r.error, f"{m.fstype} at {lxcfs_dir}", elapsed)
+
+
+def classify(ok: bool, data: dict[str, Any], error: str, where: str, elapsed: float) -> ProbeResult:
+    """The probe worker's answer as a Health. Only ENOTCONN is DEAD: a daemon that answers, even with an error, is
+    alive (prestart must never detach its mount), and a worker that died without an answer proves nothing either."""
+    state = data.get("state") if ok else "error"
+    detail = str(data.get("detail") or error)
     if state == "serving":
-        return ProbeResult(Health.SERVING, f"{m.fstype} at {lxcfs_dir}: {detail}", elapsed)
+        return ProbeResult(Health.SERVING, f"{where}: {detail}", elapsed)
     if state == "dead":
-        return ProbeResult(Health.DEAD, f"{m.fstype} at {lxcfs_dir}: {detail}", elapsed)
-    return ProbeResult(Health.DEAD, f"{m.fstype} at {lxcfs_dir} unusable: {detail}", elapsed)
+        return ProbeResult(Health.DEAD, f"{where}: {detail}", elapsed)
+    return ProbeResult(Health.ERROR, f"{where} answers with an error: {detail}", elapsed)

@@ -17,6 +17,8 @@ from typing import Any
 
 from pylxcfs.ct.apply import proc_start_time
 from pylxcfs.ct.oci import valid_container_id
+from pylxcfs.errors import QuietError
+from pylxcfs.toolkit import safefile
 
 DEFAULT_REGISTRY_DIR = "/run/pylxcfs/containers"
 log = logging.getLogger(__name__)
@@ -89,9 +91,8 @@ def load(directory: str) -> list[Record]:
         if not name.endswith(".json") or name.startswith("."):
             continue
         try:
-            with open(os.path.join(directory, name), encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as exc:
+            data = safefile.read_json(os.path.join(directory, name), 1 << 20, 5.0)
+        except (OSError, QuietError, UnicodeDecodeError) as exc:
             log.warning("ignoring unreadable registry record %s: %s", name, exc)
             continue
         rec = _record(data) if isinstance(data, dict) else None
