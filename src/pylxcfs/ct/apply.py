@@ -268,16 +268,6 @@ def grab_sources(plan: AttachPlan) -> tuple[dict[str, int], list[Outcome], str]:
         return {}, [], "classic"
 
 
-def _source_is_dir(fd: int | None, path: str | None) -> bool:
-    """Whether a source is a directory view (the clone's root, or the classic path): asks the FUSE server, which
-    is why only the worker calls it."""
-    try:
-        st = os.fstat(fd) if fd is not None else os.stat(path or "")
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode)
-
-
 def _attach_one(session: Session, m: BindMount, method: str, fds: dict[str, int], is_dir: bool,
                 classic_dir: str) -> Outcome:
     """Attach one view at its target, every propagation check made before the mount becomes visible."""
@@ -327,11 +317,9 @@ def attach(plan: AttachPlan) -> dict[str, Any]:
     """Worker body for remount and the hook. Returns {"outcomes": [...], "method": "open_tree"|...|"classic"}."""
     fds, outcomes, method = grab_sources(plan)
     classic = method == "classic"
-    is_dir = {v: _source_is_dir(fd, None) for v, fd in fds.items()}
+    is_dir = {m.view: m.directory for m in plan.mounts}  # the plan decides (registry directory views)
     session = Session(plan.pid, plan.start_time, plan.root)
     session.enter()
-    if classic:
-        is_dir = {m.view: _source_is_dir(None, posixpath.join(plan.classic_dir, m.view)) for m in plan.mounts}
     wanted = {m.target for m in plan.mounts if classic or m.view in fds}
     dir_targets = {m.target for m in plan.mounts if is_dir.get(m.view) and m.target in wanted}
     kept = set()
