@@ -56,11 +56,14 @@ def toolkit(lxcfs: ct.Daemon, tmp_path_factory: pytest.TempPathFactory) -> eng.T
 
 @pytest.fixture(scope="session")
 def served_files(lxcfs: ct.Daemon) -> list[str]:
-    """Container paths ('/proc/meminfo', ..., '/sys/devices/system/cpu/online') the daemon actually serves."""
+    """Container paths the hook binds ('/proc/meminfo', ..., the directory '/sys/devices/system/cpu') that the
+    daemon actually serves and the host has (a container lacks what the host lacks, e.g. /proc/pressure without PSI):
+    the registry's bind targets, one mount each."""
+    from pylxcfs.views.registry import bind_targets
+
     out = []
-    for rel in ("proc/cpuinfo", "proc/diskstats", "proc/loadavg", "proc/meminfo", "proc/partitions", "proc/stat",
-                "proc/swaps", "proc/uptime", "sys/devices/system/cpu/online"):
-        if (lxcfs.mountpoint / rel).exists():
+    for rel, _is_dir in bind_targets():
+        if (lxcfs.mountpoint / rel).exists() and os.path.exists("/" + rel):
             out.append("/" + rel)
     assert "/proc/meminfo" in out and "/proc/cpuinfo" in out, f"daemon serves too little: {out}"
     return out
