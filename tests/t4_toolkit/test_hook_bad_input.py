@@ -39,12 +39,14 @@ def run_hook(tenv: Env, state: object | str, *extra: str, stage: str = "createRu
 class FakeContainer:
     """`unshare -m -p -f` + procfs/sysfs mounted at rootfs/proc and rootfs/sys when those are real directories."""
 
-    def __init__(self, bundle: Path, mount_proc: bool) -> None:
+    def __init__(self, bundle: Path, mount_proc: bool, mount_sys: bool | None = None) -> None:
         self.bundle = bundle
         rootfs = bundle / "rootfs"
         script = 'set -e\n'
         if mount_proc:
-            script += f'mount -t proc proc "{rootfs}/proc"\nmount -t sysfs sysfs "{rootfs}/sys"\n'
+            script += f'mount -t proc proc "{rootfs}/proc"\n'
+        if mount_proc if mount_sys is None else mount_sys:
+            script += f'mount -t sysfs sysfs "{rootfs}/sys"\n'
         script += "exec sleep 300\n"
         self.proc = subprocess.Popen(["unshare", "-m", "-p", "-f", "--propagation", "private", "sh", "-c", script],
                                      stdin=subprocess.DEVNULL)
@@ -342,3 +344,22 @@ def test_log_escapes_control_and_bidi(tenv: Env, guard: None) -> None:
     assert r.returncode == 0
     assert "\u202e" not in log and "\x1b" not in log and "\\u202e" in log and "\\x1b" in log, repr(log)
     assert all(line.startswith('time="') for line in log.splitlines()), repr(log)
+
+
+def test_targets_the_container_lacks_are_skipped(tenv: Env, guard: None) -> None:
+    """Only what the container has is covered: with procfs but no sysfs in the rootfs, the /proc files are mounted
+    and the /sys/devices/system/cpu view is skipped (not an error, nothing created in the rootfs)."""
+    b = tenv.base / "lacks-sys"
+    for d in ("proc", "sys"):
+        (b / "rootfs" / d).mkdir(parents=True)
+    fc = FakeContainer(b, mount_proc=True, mount_sys=False)
+    try:
+        r, log = run_hook(tenv, {"id": "lacks-sys", "pid": fc.pid, "root": str(b / "rootfs")}, "--strict")
+        assert r.returncode == 0, log
+        binds = {m.mountpoint for m in fc.mounts() if m.is_lxcfs and m.root != "/"}
+        assert f"{b}/rootfs/proc/meminfo" in binds, log
+        assert not any(p.startswith(f"{b}/rootfs/sys") for p in binds), binds
+        assert "target missing in the container" in log and "target=/sys/devices/system/cpu" in log, log
+        assert list((b / "rootfs" / "sys").iterdir()) == []
+    finally:
+        fc.stop()
