@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also answer sysinfo(2) in containers (busybox free/uptime, sysconf(_SC_PHYS_PAGES), JVM "
                     "heap sizing): start (or reload) the sysinfo agent on the seccomp listener socket "
                     "MOUNTPOINT.sysinfo.sock, for configs carrying `install-hook --sysinfo`'s notify rule. The agent "
-                    "outlives the daemon (it holds the containers' listeners; see docs/sysinfo.md). Off by default: "
-                    "if the agent is killed, those containers' sysinfo(2) fails with ENOSYS until they restart")
+                    "outlives the daemon (it and its fd keeper hold the containers' listeners; see docs/sysinfo.md). "
+                    "Off by default: if the agent and its keeper are both killed, those containers' sysinfo(2) "
+                    "fails with ENOSYS until they restart")
     ap.add_argument("--sysinfo-socket", metavar="PATH", help="the agent's socket (default MOUNTPOINT.sysinfo.sock)")
     ap.add_argument("-v", "--version", action="version", version=f"pylxcfs {__version__}")
     return ap

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_sysinfo.conftest import LIMIT, SYSINFO, Env, agent_pid, parse_kv, ping, wait_until
+from t4_sysinfo.conftest import LIMIT, SYSINFO, Env, agent_pid, parse_kv, ping, stop_agent, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -35,6 +35,14 @@ def _memcg(pid: int) -> Path:
 def _age_s(pid: int) -> float:
     start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     return float(Path("/proc/uptime").read_text().split()[0]) - start / os.sysconf("SC_CLK_TCK")
+
+
+def _logs(senv: Env) -> str:
+    """The tail of the daemon's log, which the agent and its keeper inherit (for failure messages)."""
+    try:
+        return (senv.base / "lxcfs.pylxcfs.log").read_text()[-4000:]
+    except OSError:
+        return ""
 
 
 def _probe(ct: C.Container, *args: str, timeout: float = 60) -> dict[str, int]:
@@ -163,21 +171,59 @@ def test_loop_survives_worker_kill_daemon_and_agent_reload(senv: Env) -> None:
         time.sleep(0.3)
         assert agent_before is not None
         os.kill(agent_before, signal.SIGHUP)  # the agent itself hands over to a new one
-        assert wait_until(lambda: agent_pid(senv.sock) not in (None, agent_before), 60), "agent did not hand over"
+        assert wait_until(lambda: agent_pid(senv.sock) not in (None, agent_before), 60), \
+            f"agent did not hand over: {_logs(senv)}"
         new = agent_pid(senv.sock)
         assert new is not None
         assert wait_until(lambda: int((ping(senv.sock) or {}).get("answered", "0")) > 20, 60), \
-            "the new agent answers nothing"
+            f"the new agent answers nothing: {_logs(senv)}"
         still_running = loop.poll() is None
         out, err = loop.communicate(timeout=300)
     finally:
         if loop.poll() is None:
             loop.kill()
-    assert loop.returncode == 0, (out, err[-2000:])
+    assert loop.returncode == 0, (out, err[-2000:], ping(senv.sock), _logs(senv))
     assert parse_kv(out) == {"ok": n, "bad": 0, "totalram": LIMIT}
     assert still_running, "the loop ended before the events: make it longer"
     assert not Path(f"/proc/{agent_before}").exists() or \
         Path(f"/proc/{agent_before}/status").read_text().find("State:\tZ") >= 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+def test_agent_or_keeper_killed_during_a_loop(senv: Env) -> None:
+    """A SIGKILL of the agent (its fd keeper hands everything, including the calls it had taken, to a new agent) or
+    of the keeper (the agent starts another): no call of a running loop fails or sees other figures."""
+    ct = senv.run()
+    n = 3000
+    loop = subprocess.Popen(senv.runtime.cmd("exec", ct.id, "/bin/probe", "loop", str(n)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: int((ping(senv.sock) or {}).get("answered", "0")) > 50, 60)
+        pong = ping(senv.sock) or {}
+        agent, keeper = int(pong["pid"]), int(pong["keeper"])
+        os.kill(keeper, signal.SIGKILL)
+        assert wait_until(lambda: int((ping(senv.sock) or {}).get("keeper", "0")) not in (0, keeper), 60), \
+            "no new keeper"
+        os.kill(agent, signal.SIGKILL)
+        assert wait_until(lambda: _gone(agent), 20)
+        assert wait_until(lambda: (agent_pid(senv.sock) or agent) != agent and ping(senv.sock) is not None, 60), \
+            "no new agent"
+        assert wait_until(lambda: int((ping(senv.sock) or {}).get("answered", "0")) > 20, 60)
+        still_running = loop.poll() is None
+        out, err = loop.communicate(timeout=300)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, (out, err[-2000:], ping(senv.sock), _logs(senv))
+    assert parse_kv(out) == {"ok": n, "bad": 0, "totalram": LIMIT}
+    assert still_running, "the loop ended before the kills: make it longer"
+    assert int((ping(senv.sock) or {}).get("keeper", "0")) > 0
 
 
 def test_daemon_stopped_or_killed(senv: Env) -> None:
@@ -231,14 +277,24 @@ def _wrapper_run(senv: Env, b: C.Bundle, hooks_json: Path) -> C.Container:
 
 
 def test_wrapper_merges_only_while_the_agent_answers_and_agent_death(senv: Env) -> None:
-    """The one unguaranteed path, shown as documented: a SIGKILLed agent closes the listeners, so running containers'
-    sysinfo fails with ENOSYS, `runc exec` into them and a static fragment's new container fail to connect (hence
-    --sysinfo is opt-in); the wrapper checks the agent at create time, so its containers always start."""
+    """The one unguaranteed path, shown as documented: the agent and its fd keeper SIGKILLed together close the
+    listeners, so running containers' sysinfo fails with ENOSYS, `runc exec` into them and a static fragment's new
+    container fail to connect (hence --sysinfo is opt-in); the wrapper checks the agent at create time, so its
+    containers always start."""
     from pylxcfs.fuse.config import DaemonConfig
-    from pylxcfs.sysinfo import client, seccomp_merge
+    from pylxcfs.sysinfo import client
 
     sock = senv.base / "solo.sysinfo.sock"
     client.start(str(sock), DaemonConfig())
+    try:
+        _wrapper_and_death(senv, sock)
+    finally:
+        stop_agent(sock, timeout=5)  # after a failure only: the test itself kills it
+
+
+def _wrapper_and_death(senv: Env, sock: Path) -> None:
+    from pylxcfs.sysinfo import seccomp_merge
+
     hooks = senv.base / "solo-hooks.json"
     hooks.write_text(json.dumps({"hooks": {}, "linux": {"seccomp": seccomp_merge.fragment(str(sock))}}))
     prof = _podman_default_profile() if os.uname().machine == "x86_64" else None
@@ -258,10 +314,13 @@ def test_wrapper_merges_only_while_the_agent_answers_and_agent_death(senv: Env) 
     assert wait_until(lambda: latest().get("totalram") == LIMIT), latest()
 
     pid = agent_pid(sock)
-    assert pid is not None
+    keeper = int((ping(sock) or {}).get("keeper", "0"))
+    assert pid is not None and keeper > 0
+    os.kill(keeper, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or "State:\tZ" in
-                      Path(f"/proc/{pid}/status").read_text())
+    for p in (keeper, pid):
+        assert wait_until(lambda p=p: not Path(f"/proc/{p}").exists() or "State:\tZ" in
+                          Path(f"/proc/{p}/status").read_text())
     # ENOSYS: what the kernel does once no listener is left
     assert wait_until(lambda: latest().get("error") == 38), latest()
     r = ct.exec("/bin/probe")

@@ -20,7 +20,10 @@ Lifetime: the agent is not part of the FUSE daemon's process tree (it detaches a
 supervisor SIGHUP or the daemon's stop or death never closes a listener fd. SIGHUP (or RELOAD) starts a new agent
 from the code on disk, pauses the threads, hands it the listening socket, the lock and every listener fd over a
 SOCK_SEQPACKET pair, and exits once the new one says READY; if the new one fails, the old one resumes. Meanwhile
-the kernel queues the containers' calls: none fails. SIGTERM exits only when no container holds a listener on us:
+the kernel queues the containers' calls: none fails. A second process, the fd keeper (keeper.py), holds a copy of
+the socket, the lock and every listener and is told of each notification before it is handled: if the agent is
+killed, the keeper hands all of it, with the calls taken but unanswered, to a new agent; if the keeper dies, the
+agent starts another. SIGTERM exits only when no container holds a listener on us:
 closing a live listener makes the kernel fail every later sysinfo of that container with ENOSYS.
 """
 
@@ -72,6 +75,7 @@ class Listener:
     answered: int = 0
     continued: int = 0
     thread: threading.Thread | None = None
+    pending: list[dict[str, int]] = field(default_factory=list)  # received by a dead agent, answered first
 
     def describe(self) -> dict[str, Any]:
         """The takeover manifest entry (without the fd, which travels as SCM_RIGHTS)."""
@@ -94,6 +98,21 @@ def is_listener_fd(fd: int) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}") == SECCOMP_NOTIFY_LINK
     except OSError:
         return False
+
+
+def notif_to_dict(n: syscalls.SeccompNotif) -> dict[str, int]:
+    """What the keeper needs to have a notification answered by the next agent."""
+    return {"id": int(n.id), "pid": int(n.pid), "arch": int(n.data.arch), "nr": int(n.data.nr),
+            "arg0": int(n.data.args[0])}
+
+
+def notif_from_dict(d: dict[str, int]) -> syscalls.SeccompNotif:
+    """Inverse of notif_to_dict."""
+    n = syscalls.SeccompNotif()
+    n.id, n.pid = d["id"], d["pid"]
+    n.data.arch, n.data.nr = d["arch"], d["nr"]
+    n.data.args[0] = d["arg0"]
+    return n
 
 
 def parse_maps_writable(maps: str, addr: int, size: int) -> bool:
@@ -136,6 +155,9 @@ class Agent:
         self._warn = RateLimited(log, 60.0)
         self._once: set[object] = set()
         self._machine = os.uname().machine
+        self.keeper: socket.socket | None = None
+        self.keeper_proc: subprocess.Popen[bytes] | None = None
+        self._klock = threading.Lock()
 
     # ---- setup --------------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -185,6 +207,7 @@ class Agent:
         """Register a listener and start its thread."""
         with self.lock:
             self.listeners[li.fd] = li
+        self._tell_keeper(b"L" + json.dumps(dict(li.describe(), key=li.fd)).encode(), [li.fd])
         li.thread = threading.Thread(target=self._serve_listener, args=(li,), name=f"sysinfo-{li.cid}",
                                      daemon=True)
         li.thread.start()
@@ -193,6 +216,7 @@ class Agent:
     def _drop(self, li: Listener) -> None:
         with self.lock:
             self.listeners.pop(li.fd, None)
+        self._tell_keeper(b"X" + json.dumps({"key": li.fd}).encode())
         os.close(li.fd)
         log.info("container %s: gone (answered %d, continued %d)", li.cid, li.answered, li.continued)
 
@@ -200,6 +224,9 @@ class Agent:
         poller = select.poll()
         poller.register(li.fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        pending, li.pending = li.pending, []
+        for d in pending:  # taken by an agent that died before answering: the caller still waits
+            self._handle(li, notif_from_dict(d))
         while not self._pause.is_set():
             try:
                 events = poller.poll(1000)
@@ -222,12 +249,19 @@ class Agent:
             if e.errno not in (errno.ENOENT, errno.EINTR):  # ENOENT: the caller was interrupted meanwhile
                 self._warn.warning(("recv", e.errno), "container %s: receive failed: %s", li.cid, e)
             return
+        self._handle(li, n)
+
+    def _handle(self, li: Listener, n: syscalls.SeccompNotif) -> None:
+        # The keeper learns of the notification before we act on it: if we die now, the next agent answers it.
+        self._tell_keeper(b"R" + json.dumps(dict(notif_to_dict(n), key=li.fd)).encode())
         try:
             self._answer(li, n)
         except Exception as e:  # whatever went wrong, the caller must not wait forever
             self._warn.warning(("bug", type(e).__name__), "container %s: %s: %s; letting the kernel answer",
                                li.cid, type(e).__name__, e)
-            self._continue(li, n.id, "error")
+            with contextlib.suppress(OSError):
+                self._continue(li, n.id, "error")
+        self._tell_keeper(b"D" + json.dumps({"key": li.fd, "id": int(n.id)}).encode())
 
     def _continue(self, li: Listener, notif_id: int, reason: str) -> None:
         try:
@@ -310,6 +344,57 @@ class Agent:
         li.answered += 1
         self.stats.answered += 1
 
+    # ---- the keeper ---------------------------------------------------------------------------------------
+    def _tell_keeper(self, msg: bytes, fds: list[int] | None = None) -> None:
+        with self._klock:
+            if self.keeper is None:
+                return
+            try:
+                if fds:
+                    socket.send_fds(self.keeper, [msg], fds)
+                else:
+                    self.keeper.send(msg)
+            except OSError as e:
+                log.warning("keeper gone (%s): starting another", e)
+                self.keeper.close()
+                self.keeper = None
+
+    def start_keeper(self) -> None:
+        """Start the fd keeper (keeper.py) and give it the socket, the lock and every listener."""
+        assert self.sock is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-m", "pylxcfs.sysinfo.keeper", "--socket", self.sock_path, "--config",
+                json.dumps(self.cfg.to_json()), "--fd", str(theirs.fileno())]
+        try:
+            self.keeper_proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+        except OSError as e:
+            log.error("cannot start the fd keeper (%s): an agent crash would close every listener", e)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        with self._klock, self.lock:
+            self.keeper = ours
+            try:
+                socket.send_fds(ours, [b"H"], [self.sock.fileno(), self.lock_fd])
+                for li in self.listeners.values():
+                    socket.send_fds(ours, [b"L" + json.dumps(dict(li.describe(), key=li.fd)).encode()], [li.fd])
+            except OSError as e:
+                log.error("fd keeper %d: %s", self.keeper_proc.pid, e)
+        log.info("fd keeper %d holds %d listeners", self.keeper_proc.pid, len(self.listeners))
+
+    def _check_keeper(self) -> None:
+        if self.keeper_proc is not None and self.keeper_proc.poll() is not None:
+            log.warning("fd keeper %d died (%s): starting another", self.keeper_proc.pid, self.keeper_proc.returncode)
+            with self._klock:
+                if self.keeper is not None:
+                    self.keeper.close()
+                    self.keeper = None
+            self.keeper_proc = None
+        if self.keeper is None:
+            self.start_keeper()
+
     # ---- the socket ---------------------------------------------------------------------------------------
     def _accept(self) -> None:
         assert self.sock is not None
@@ -370,8 +455,10 @@ class Agent:
             with self.lock:
                 n = len(self.listeners)
             s = self.stats
-            conn.sendall(f"PONG pid={os.getpid()} listeners={n} answered={s.answered} continued={s.continued} "
-                         f"gone={s.gone}\n".encode())
+            kp = self.keeper_proc.pid if self.keeper_proc is not None and self.keeper is not None else 0
+            conn.sendall(f"PONG pid={os.getpid()} keeper={kp} listeners={n} answered={s.answered} "
+                         f"continued={s.continued} gone={s.gone} "
+                         f"reasons={','.join(f'{k}:{v}' for k, v in sorted(s.by_reason.items())) or '-'}\n".encode())
         elif word == "RELOAD":
             try:
                 self._reload_cfg = DaemonConfig.from_json(json.loads(arg)) if arg.strip() else self.cfg
@@ -413,6 +500,7 @@ class Agent:
         for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._on_signal)
         self.renderer.start()
+        self.start_keeper()
         log.info("sysinfo agent %d listening on %s (%d listeners)", os.getpid(), self.sock_path,
                  len(self.listeners))
         if on_ready is not None:
@@ -428,6 +516,7 @@ class Agent:
                         pass
             if self.sock.fileno() in readable:
                 self._accept()
+            self._check_keeper()
             sigs, self._signals = self._signals, []
             if signal.SIGHUP in sigs and self.reload():
                 return 0
@@ -443,6 +532,7 @@ class Agent:
 
     def close(self) -> None:
         """Unlink the socket and drop the lock (a clean exit with no listener)."""
+        self._tell_keeper(b"BYE")
         self.renderer.close()
         if self.sock is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -482,39 +572,50 @@ class Agent:
         cfg = self._reload_cfg or self.cfg
         self._reload_cfg = None
         lis = self._pause_threads()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [sys.executable, "-m", "pylxcfs.sysinfo.agent", "--socket", self.sock_path, "--config",
-                json.dumps(cfg.to_json()), "--takeover-fd", str(theirs.fileno())]
-        try:
-            proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        except OSError as e:
-            log.error("reload: cannot start a new agent (%s): keeping this one", e)
-            ours.close()
-            theirs.close()
+        pid = spawn_successor(self.sock_path, cfg, self.sock.fileno(), self.lock_fd,
+                              [(li.describe(), li.fd) for li in lis])
+        if pid is None:
+            log.error("reload failed: keeping this agent")
             self._resume()
             return False
-        theirs.close()
-        try:
-            ours.settimeout(TAKEOVER_TIMEOUT_S)
-            head = {"n": len(lis)}
-            socket.send_fds(ours, [json.dumps(head).encode()], [self.sock.fileno(), self.lock_fd])
-            for li in lis:
-                socket.send_fds(ours, [json.dumps(li.describe()).encode()], [li.fd])
-            if ours.recv(64) != b"READY":
-                raise OSError(errno.EPROTO, "new agent did not report READY")
-        except OSError as e:
-            log.error("reload: new agent %d failed (%s): keeping this one", proc.pid, e)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            ours.close()
-            self._resume()
-            return False
-        ours.close()
-        log.info("reload: agent %d took over %d listeners; exiting", proc.pid, len(lis))
+        log.info("reload: agent %d took over %d listeners; exiting", pid, len(lis))
+        self._tell_keeper(b"BYE")
         self.renderer.close()
         return True
+
+
+def spawn_successor(sock_path: str, cfg: DaemonConfig, listen_fd: int, lock_fd: int,
+                    items: list[tuple[dict[str, Any], int]]) -> int | None:
+    """Start a new agent from the code on disk and hand it the listening socket, the lock and the listeners (with
+    any notification already received for them, `pending`); its pid once it says READY, else None (it is killed).
+    Used by a reload and by the keeper after the agent died."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    argv = [sys.executable, "-m", "pylxcfs.sysinfo.agent", "--socket", sock_path, "--config",
+            json.dumps(cfg.to_json()), "--takeover-fd", str(theirs.fileno())]
+    try:
+        proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        log.error("cannot start a new agent: %s", e)
+        ours.close()
+        theirs.close()
+        return None
+    theirs.close()
+    try:
+        ours.settimeout(TAKEOVER_TIMEOUT_S)
+        socket.send_fds(ours, [json.dumps({"n": len(items)}).encode()], [listen_fd, lock_fd])
+        for desc, fd in items:
+            socket.send_fds(ours, [json.dumps(desc).encode()], [fd])
+        if ours.recv(64) != b"READY":
+            raise OSError(errno.EPROTO, "no READY")
+    except OSError as e:
+        log.error("new agent %d failed to take over (%s)", proc.pid, e)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        ours.close()
+        return None
+    ours.close()
+    return proc.pid
 
 
 def takeover(agent: Agent, fd: int) -> socket.socket:
@@ -531,7 +632,8 @@ def takeover(agent: Agent, fd: int) -> socket.socket:
         msg, got, _f, _a = socket.recv_fds(ch, 65536, 4)
         d = json.loads(msg.decode())
         os.set_inheritable(got[0], False)
-        agent.add(Listener(got[0], str(d["cid"]), int(d["init_pid"]), str(d.get("bundle", ""))))
+        agent.add(Listener(got[0], str(d["cid"]), int(d["init_pid"]), str(d.get("bundle", "")),
+                           pending=list(d.get("pending") or [])))
     return ch
 
 
