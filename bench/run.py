@@ -37,15 +37,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pylxcfs.views.registry import VIEW_PATHS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "out"
 CG = "/sys/fs/cgroup"
 CONTROLLERS = ("memory", "cpuset", "cpu", "cpuacct", "blkio")
-FILES = (
-    "proc/meminfo", "proc/cpuinfo", "proc/stat", "proc/uptime", "proc/loadavg", "proc/swaps",
-    "proc/diskstats", "proc/partitions", "sys/devices/system/cpu/online",
-)
+FILES = VIEW_PATHS  # every file of the registry (views/registry.py)
 
 
 def _children(pid: int) -> list[int]:

@@ -2,14 +2,14 @@
 """Capture a fixture host tree (design.md §4.1) from THIS machine: a real container-like process (a new pid
 namespace whose init sits in limited v1 cgroups this tool creates) plus the host files the views read.
 
-Usage (root, v1 or hybrid host):  python tools/capture_fixture.py OUTDIR [--id x86_64-hybrid-debian12]
+Usage (root, v1 or hybrid host):  .venv/bin/python tools/capture_fixture.py OUTDIR [--id x86_64-hybrid-debian12]
 
 What it does:
 1. creates `pylxcfs-capture-<pid>` (1 GiB memory limit) with a child `ct` (512 MiB, memsw 768 MiB where swap
    accounting exists) in the memory, cpu, cpuacct, cpuset and blkio v1 hierarchies;
 2. starts `unshare -p -f sh -c 'sleep 600 & wait'` inside `ct` (the sh is the namespace init; the sleep is a
    second member, used as the reading "caller"), lets it touch some page cache, then
-3. copies, reading each file to EOF: /proc/{meminfo,uptime,loadavg,swaps,cpuinfo,stat,diskstats,partitions},
+3. copies, reading each file to EOF: the host file of every view of the registry (views/registry.py),
    /proc/self/mountinfo (cgroup, cgroup2, proc, sysfs and the /sys/fs/cgroup tmpfs lines only), /proc/<pid>/
    {status,stat,cgroup} of the init, the caller and this tool (the "host" caller), and every readable file of
    the container cgroup, its parent and each hierarchy root (memory, cpu, cpuacct, cpuset, blkio), plus the
@@ -33,11 +33,15 @@ import sys
 import time
 from pathlib import Path
 
+from pylxcfs.views.registry import VIEW_PATHS
+
 CG = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio")
 INIT, CALLER, PARENT, TOOL = 4242, 4243, 4200, 100
-HOST_FILES = ("meminfo", "uptime", "loadavg", "swaps", "cpuinfo", "stat", "diskstats", "partitions")
+# The host files the views read: the host file of every registry row (same path), plus the host's own online list
+# (the CPU rows' selection reads it).
+HOST_FILES = tuple(sorted({*VIEW_PATHS, "sys/devices/system/cpu/online"}))
 KEEP_FSTYPES = {"cgroup", "cgroup2", "proc", "sysfs"}
 
 
@@ -141,9 +145,9 @@ def capture(out: Path, host_id: str) -> None:
         if out.exists():
             shutil.rmtree(out)
         for f in HOST_FILES:
-            data = _read(PROC / f)
+            data = _read(Path("/") / f)
             if data is not None:
-                _put(out, f"proc/{f}", data)
+                _put(out, f, data)
         mi = (_read(PROC / "self" / "mountinfo") or b"").decode()
         kept = [ln for ln in mi.splitlines()
                 if ln.partition(" - ")[2].split(" ")[0] in KEEP_FSTYPES
