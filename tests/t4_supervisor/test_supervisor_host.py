@@ -138,6 +138,7 @@ def test_sigstopped_daemon_does_not_wedge_and_recovers(daemon: Daemon, tmp_path:
     try:
         time.sleep(1.0)
         assert reader.count() == 0  # the first read blocks: nobody answers
+        resumed = time.monotonic()  # the reader stamps CLOCK_MONOTONIC too
         for p in (worker, daemon.pid):
             os.kill(p, signal.SIGCONT)
         wait_for(lambda: reader.count() >= 10, 10, "reads after SIGCONT")
@@ -147,7 +148,10 @@ def test_sigstopped_daemon_does_not_wedge_and_recovers(daemon: Daemon, tmp_path:
         res = reader.stop()
     record_result(tmp_path, res.summary("host: SIGSTOP 1 s then SIGCONT"))
     assert res.errors == []
-    assert res.longest_s >= 0.9  # the stopped period
+    # The first read was answered only after the daemon resumed (it was blocked, not failed). This replaces a
+    # ">= 0.9 s" bound on the longest read, which a loaded machine broke by starting the reader late.
+    first = res.records[0]
+    assert float(first["t"]) + float(first["dt"]) >= resumed  # type: ignore[arg-type]
     assert all(r["data"] == MEMINFO for r in res.records)
 
 
