@@ -1,6 +1,6 @@
 """Re-read kernel pseudo-files through cached descriptors: pread(fd, n, 0) instead of open/read/close.
 
-Role: a speed tool for the per-open read path (issue 5). On this machine (kernel 6.18) open+read+close of a
+Role: a speed tool for the per-open read path. On this machine (kernel 6.18) open+read+close of a
 cgroup file costs 5-9 us, almost all of it path lookup; pread at offset 0 on a kept descriptor costs under
 1 us, and /proc/stat drops from ~19 to ~11 us. seq_file regenerates the content whenever a read starts at a
 position other than where the previous one ended (fs/seq_file.c seq_read_iter), which is also how procps'

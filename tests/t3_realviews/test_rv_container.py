@@ -2,8 +2,8 @@
 
 Each container is PID 1 of a fresh pid namespace whose init was born inside a real v1 cgroup created by the test
 (support.pidns / support.cgv1). Expected values come from the limits set here and from the host's own files,
-never from our output. What lxcfs does and why: /work/shared/spec/virtual-files.md §4.1 (caller -> init -> init's
-cgroups) and §6 (per-file formulas); the seed fixes the cpuinfo topology fields.
+never from our output. What lxcfs does and why: LXCFS resolves caller -> init -> init's
+cgroups, with per-file formulas in its proc_fuse.c; the original product page fixes the cpuinfo topology fields.
 """
 
 from __future__ import annotations

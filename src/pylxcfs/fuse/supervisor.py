@@ -1,4 +1,4 @@
-"""The supervisor: owns the FUSE connection and keeps a worker serving it (issue 4).
+"""The supervisor: owns the FUSE connection and keeps a worker serving it.
 
 Role: the process in the pidfile. It opens /dev/fuse, mounts it with mount(2), answers INIT itself,
 then runs worker processes (fuse/wire.py, each a fresh `python -m pylxcfs.fuse.wire` that inherits
@@ -44,7 +44,7 @@ FSNAME = "lxcfs"  # `mount` shows "lxcfs on MNT type fuse.lxcfs", which existing
 READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
 STOP_TIMEOUT_S = 5.0
-RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake; issue 4 asks for a new worker within a second
+RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake; a crashed worker is replaced within a second
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""`isulad-lxcfs-toolkit` / `lxcfs-tools`: remount, umount, check-lxcfs, prestart, install-hook (issue 3, toolkit.md
+"""`isulad-lxcfs-toolkit` / `lxcfs-tools`: remount, umount, check-lxcfs, prestart, install-hook (docs/toolkit.md
 §6). Argument parsing, exit codes and output only; the work lives in ops/probe/discovery and pylxcfs.ct.
 
 Exit codes: 0 ok; 1 error (bad usage, unknown or ambiguous container, lxcfs not ready for remount, a single

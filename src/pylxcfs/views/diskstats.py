@@ -22,7 +22,7 @@ shown as `sda` with its disk's counters.
 `render_diskstats` is pure; `produce` gathers through env.root and raises (-> host file) when the
 container has no blkio/io cgroup or no statistics files.
 
-Speed (issue 5; live hosts only, fixture trees read everything on every open):
+Speed (live hosts only, fixture trees read everything on every open):
 - the container's counters are read from the cgroup on EVERY open (cached descriptors, pread at 0): never stale;
 - the host's /proc/diskstats is used only for its device list, order and column count (render_diskstats
   ignores the host's counters), so its parsed lines are kept for HOST_LAYOUT_TTL_S (1 s): a disk hot-plugged

@@ -14,7 +14,7 @@ Deliberate choices (documented divergences from LXCFS 5.0/7.0):
 - Mlocked is capped at Unevictable (mlocked pages sit on the unevictable LRU), where LXCFS leaks the host value;
   KReclaimable = SReclaimable (LXCFS: host value).
 
-Speed (issue 5): on a live host the files are read through cached descriptors (views/readers.py, pread at
+Speed: on a live host the files are read through cached descriptors (views/readers.py, pread at
 offset 0 regenerates procfs/cgroupfs seq files, so every open still sees the kernel's current values; saves
 the path lookup, ~12 us of the ~30 us of reads). Nothing rendered is kept across opens.
 """
