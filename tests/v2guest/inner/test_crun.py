@@ -1,0 +1,97 @@
+"""crun (which refuses containers on the hybrid host) with the lxcfs hook, then the toolkit's umount and remount,
+on the pure cgroup-v2 kernel of the guest. The container is a busybox rootfs with memory.max 256 MiB set by
+crun from config.json; what it reads is checked against that limit and against the guest's own MemTotal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import containers as C
+from v2guest.inner.conftest import Daemon
+
+BIN = Path(sys.executable).parent
+CRUN_MEMORY = 256 * 1024 * 1024
+
+
+def _guest_memtotal_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1])
+    raise AssertionError("no MemTotal")
+
+
+def _memtotal_kib(text: str) -> int:
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no MemTotal in {text[:300]!r}")
+
+
+class Crun:
+    def __init__(self, base: Path, daemon: Daemon) -> None:
+        self.base = base
+        self.daemon = daemon
+        self.runtime = C.Runtime(base / "crun-root", binary="crun")
+        self.registry = base / "registry"
+
+    def env(self) -> dict[str, str]:
+        e = dict(os.environ)
+        e.update(PYLXCFS_STATE_ROOTS=f"crun:{self.runtime.root}", PYLXCFS_REGISTRY_DIR=str(self.registry),
+                 PYLXCFS_PROCSCAN="0")
+        return e
+
+    def toolkit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "isulad-lxcfs-toolkit"), "--lxcfs-dir", str(self.daemon.mnt), *args],
+                              env=self.env(), capture_output=True, text=True, timeout=240, check=False)
+
+
+@pytest.fixture(scope="module")
+def crun(scratch: Path, daemon: Daemon) -> Iterator[Crun]:
+    assert subprocess.run(["crun", "--version"], capture_output=True, check=False).returncode == 0, "crun missing"
+    base = scratch / "crun"
+    base.mkdir()
+    env = Crun(base, daemon)
+    try:
+        yield env
+    finally:
+        env.runtime.cleanup()
+        for d in sorted(Path("/sys/fs/cgroup/pylxcfs-test-crun").glob("**/"), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def test_crun_hook_then_umount_and_remount(crun: Crun) -> None:
+    b = C.make_bundle(crun.base, "crun1", memory_bytes=CRUN_MEMORY, cpus="0", cgroup_parent="pylxcfs-test-crun")
+    b.add_hook("createRuntime", str(BIN / "lxcfs-hook"),
+               ["lxcfs-hook", "--stage", "createRuntime", "--lxcfs-dir", str(crun.daemon.mnt),
+                "--registry-dir", str(crun.registry), "--log", str(crun.base / "hook.log")], timeout=120)
+    ct = crun.runtime.run("crun1", b, timeout=240)
+    hooklog = (crun.base / "hook.log").read_text() if (crun.base / "hook.log").exists() else ""
+
+    def meminfo() -> str:
+        return ct.exec("grep", "", "/proc/meminfo", timeout=120, check=True).stdout
+
+    assert _memtotal_kib(meminfo()) == CRUN_MEMORY // 1024, hooklog
+    lxcfs = [m for m in ct.host_mountinfo() if m.is_lxcfs]
+    assert any(m.mountpoint == "/proc/meminfo" for m in lxcfs), lxcfs
+    assert not any(m.is_shared for m in lxcfs)
+    rec = json.loads((crun.registry / "crun1.json").read_text())
+    assert rec["pid"] == ct.pid
+
+    r = crun.toolkit("umount", "--container-id", "crun1")
+    assert r.returncode == 0, r.stderr
+    assert not [m for m in ct.host_mountinfo() if m.is_lxcfs]
+    assert _memtotal_kib(meminfo()) == _guest_memtotal_kib()  # the kernel's own file again
+
+    r = crun.toolkit("remount", "--container-id", "crun1")
+    assert r.returncode == 0, r.stderr
+    assert _memtotal_kib(meminfo()) == CRUN_MEMORY // 1024
+    assert len([m for m in ct.host_mountinfo() if m.mountpoint == "/proc/meminfo" and m.is_lxcfs]) == 1
