@@ -128,6 +128,7 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10  # resolve as if dirfd were "/": absolute symlinks and ".." never leave it
+RESOLVE_CACHED = 0x20  # Linux >= 5.12: only from the dentry cache; EAGAIN where a lookup would ask a filesystem
 
 # statfs(2) f_type values (include/uapi/linux/magic.h)
 PROC_SUPER_MAGIC = 0x9FA0
@@ -260,3 +261,24 @@ def sysinfo() -> Sysinfo:
     si = Sysinfo()
     _check(_libc.sysinfo(ctypes.byref(si)), "sysinfo")
     return si
+
+# --- statx for the disks gatherer (devnames.py): which mount an fd is on, without asking its filesystem ----------
+AT_STATX_DONT_SYNC = 0x4000  # never revalidate with a server (FUSE, NFS): cached attributes only
+STATX_MNT_ID = 0x1000  # Linux >= 5.8: stx_mnt_id, the mount id mountinfo lists first
+
+
+class _Statx(ctypes.Structure):
+    # struct statx (include/uapi/linux/stat.h) up to stx_mnt_id, padded to its 256 bytes.
+    _fields_ = [("stx_mask", ctypes.c_uint32), ("_a", ctypes.c_byte * 140), ("stx_mnt_id", ctypes.c_uint64),
+                ("_b", ctypes.c_byte * 104)]
+
+
+def statx_mnt_id(fd: int) -> int:
+    """The mount id of the mount holding `fd` (statx AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID). The
+    filesystem is never asked (a FUSE server is not sent a request, an NFS server not contacted)."""
+    buf = _Statx()
+    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH | AT_STATX_DONT_SYNC),
+                       ctypes.c_uint(STATX_MNT_ID), ctypes.byref(buf)), "statx")
+    if not buf.stx_mask & STATX_MNT_ID:
+        raise OSError(95, "statx: no STATX_MNT_ID (Linux < 5.8)")
+    return int(buf.stx_mnt_id)

@@ -1,69 +1,122 @@
-"""devnames.py: which block devices a container sees and their names; never following a symlink out of the
-container; the root device; the cache. Real device nodes (mknod, root) in a tmp tree standing in for
-/proc/<pid>/root, with HostRoot.is_real_procfs True so the production path is used."""
+"""devnames.py, the pure parts: what the init's mountinfo text allows (root device, which /dev to scan), an
+overlay's upper device from the daemon's own mount table, the fixture-tree scan, the cache. The kernel-facing
+scan (openat2/statx on real namespaces, attacks by an unprivileged tenant) is tested in t3_disks."""
 
 from __future__ import annotations
 
 import os
-import time
+import shutil
 from pathlib import Path
 
-import pytest
-
-from pylxcfs.devnames import DeviceNameCache, root_entry_from_mountinfo, scan_container_devices, whole_disk
-from pylxcfs.errors import ProcessGone
+from pylxcfs.devnames import (
+    MOUNTINFO_CAP_BYTES,
+    DeviceNameCache,
+    overlay_upper_device,
+    plan_devices,
+    scan_container_devices,
+    whole_disk,
+)
 from pylxcfs.hostfs import HostRoot
+from pylxcfs.parse.mountinfo import containing_mount, parse_mountinfo
 
-from .conftest import fixture_root
+from .conftest import FIXTURES, fixture_root
 
-PID = 4321
-
-
-def _tree(tmp_path: Path) -> tuple[HostRoot, Path]:
-    root = tmp_path / "ctroot"
-    (tmp_path / "proc" / str(PID)).mkdir(parents=True)
-    root.mkdir()
-    os.symlink(root, tmp_path / "proc" / str(PID) / "root")  # what the magic link resolves to
-    (tmp_path / "proc" / str(PID) / "mountinfo").write_text("")
-    return HostRoot(proc=str(tmp_path / "proc"), sys="/sys", cgroup="/sys/fs/cgroup", is_real_procfs=True), root
-
-
-def test_block_nodes_named_as_in_container(tmp_path: Path) -> None:
-    hr, root = _tree(tmp_path)
-    dev = root / "dev"
-    dev.mkdir()
-    os.mknod(dev / "xvdb", 0o600 | 0o060000, os.makedev(7, 200))
-    os.mknod(dev / "aaa-same", 0o600 | 0o060000, os.makedev(7, 200))  # second name: alphabetically first wins
-    os.mknod(dev / "null", 0o666 | 0o020000, os.makedev(1, 3))  # char device: not a disk
-    os.mknod(dev / "evil\n 7 0 x", 0o600 | 0o060000, os.makedev(7, 203))  # would inject a diskstats line
-    os.mknod(dev / "sp ace", 0o600 | 0o060000, os.makedev(7, 204))
-    (dev / "regular").write_text("block 7:201\n")  # fixture convention: NOT honoured on real procfs
-    os.symlink("/dev/vda", dev / "vda")  # symlink to a host node: skipped (lstat semantics)
-    (dev / "mapper").mkdir()
-    os.mknod(dev / "mapper" / "vg-x", 0o600 | 0o060000, os.makedev(7, 202))  # subdirectory: not scanned
-    got = scan_container_devices(hr, PID)
-    assert got.nodes == {(7, 200): "aaa-same"}
-    # Root device: st_dev of the container root (this tmp dir's filesystem), as the kernel reports it.
-    st = os.stat(root)
-    assert got.root_dev == (os.major(st.st_dev), os.minor(st.st_dev))
+ENGINE = (  # what runc leaves in a container's mountinfo (pivot_root into a bind-mounted rootfs)
+    "2001 1990 254:0 /tmp/bundle/rootfs / rw,relatime - ext4 /dev/vda rw\n"
+    "2002 2001 0:90 / /proc rw,nosuid - proc proc rw\n"
+    "2003 2001 0:91 / /dev rw,nosuid - tmpfs tmpfs rw,mode=755\n"
+    "2004 2003 0:92 / /dev/pts rw - devpts devpts rw\n"
+)
+HOST = (  # the daemon's own mountinfo on a docker host
+    "20 1 254:0 / / rw - ext4 /dev/vda rw\n"
+    "30 20 254:16 / /var/lib/docker rw - xfs /dev/vdb rw\n"
+    "31 20 254:32 / /var/lib/dockerx rw - xfs /dev/vdc rw\n"
+    "40 30 0:52 / /var/lib/docker/overlay2/abc/merged rw - overlay overlay "
+    "rw,lowerdir=/var/lib/docker/overlay2/l/A,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/w\n"
+)
 
 
-def test_dev_symlink_is_not_followed(tmp_path: Path) -> None:
-    # An absolute symlink would resolve against the DAEMON's root: /dev here is the host's /dev, full of disks.
-    hr, root = _tree(tmp_path)
-    os.symlink("/dev", root / "dev")
-    assert scan_container_devices(hr, PID).nodes == {}
+def _m(text: str) -> list:  # type: ignore[type-arg]
+    return parse_mountinfo(text)
 
 
-def test_no_dev_directory(tmp_path: Path) -> None:
-    hr, _ = _tree(tmp_path)
-    assert scan_container_devices(hr, PID).nodes == {}
+def _no_host() -> list:  # type: ignore[type-arg]
+    raise AssertionError("the host's mount table is only consulted for an overlay root")
 
 
-def test_gone_process(tmp_path: Path) -> None:
-    hr, _ = _tree(tmp_path)
-    with pytest.raises(ProcessGone):
-        scan_container_devices(hr, PID + 1)
+def test_engine_container_root_and_dev() -> None:
+    p = plan_devices(_m(ENGINE), _no_host)
+    assert p.root_dev == (254, 0)
+    assert p.dev_mount is not None and p.dev_mount.mount_id == 2003
+
+
+def test_plain_chroot_has_nothing() -> None:
+    # A chroot into a directory (the attack into <mnt>/proc) has no mount at "/" in its mountinfo: no root
+    # device and no /dev scan, whatever else is mounted under it.
+    p = plan_devices(_m("2003 1990 0:91 / /dev rw - tmpfs tmpfs rw\n"), _no_host)
+    assert p.root_dev is None and p.dev_mount is None
+
+
+def test_dev_must_be_tmpfs() -> None:
+    for fstype in ("fuse.fuse-overlayfs", "fuse", "ext4", "nfs4", "autofs", "overlay"):
+        text = ENGINE.replace("- tmpfs tmpfs rw,mode=755", f"- {fstype} x rw")
+        assert plan_devices(_m(text), _no_host).dev_mount is None, fstype
+    no_dev = "".join(ln + "\n" for ln in ENGINE.splitlines() if " /dev " not in ln)
+    assert plan_devices(_m(no_dev), _no_host).dev_mount is None
+    # A FUSE mount stacked on top of the tmpfs /dev is what a lookup reaches: refused.
+    stacked = ENGINE + "2009 2003 0:99 / /dev rw - fuse.x x rw\n"
+    assert plan_devices(_m(stacked), _no_host).dev_mount is None
+
+
+def test_root_on_network_fs_is_not_jumped_to() -> None:
+    for fstype in ("nfs", "nfs4", "9p", "cifs", "ceph"):
+        text = ENGINE.replace("254:0 /tmp/bundle/rootfs / rw,relatime - ext4 /dev/vda",
+                              f"0:77 /export / rw - {fstype} srv:/export")
+        p = plan_devices(_m(text), _no_host)
+        assert p.dev_mount is None and p.root_dev is None, fstype
+
+
+def test_fuse_root_may_be_jumped_to_but_has_no_device() -> None:
+    text = ENGINE.replace("254:0 /tmp/bundle/rootfs / rw,relatime - ext4 /dev/vda", "0:80 / / rw - fuse.sshfs h:")
+    p = plan_devices(_m(text), _no_host)
+    assert p.root_dev is None and p.dev_mount is not None  # the scan itself never sends FUSE a request
+
+
+def test_topmost_root_wins() -> None:
+    text = ("20 1 8:1 / / rw - ext4 /dev/sda1 rw\n21 20 0:5 / /dev rw - devtmpfs udev rw\n"
+            "22 20 8:17 / / rw - xfs /dev/sdb1 rw\n")
+    assert plan_devices(_m(text), _no_host).root_dev == (8, 17)
+
+
+def test_overlay_upper_from_the_hosts_table() -> None:
+    ct = "700 650 0:52 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/whatever/the/ct/says,workdir=/w\n" \
+         "701 700 0:91 / /dev rw - tmpfs tmpfs rw\n"
+    p = plan_devices(_m(ct), lambda: _m(HOST))
+    # The host's overlay 0:52 has upperdir under /var/lib/docker (254:16), not /var/lib/dockerx or /.
+    assert p.root_dev == (254, 16)
+    assert p.dev_mount is not None
+
+
+def test_tenant_overlay_is_not_resolved() -> None:
+    # The upperdir string goes through the daemon's own mount (the attack): never resolved, and an overlay the
+    # host's table does not hold is the tenant's own, so its root is not entered either.
+    ct = ("900 850 0:61 / / rw - overlay overlay rw,lowerdir=/b/lower,upperdir=/b/mnt/sys/../../x/upper,"
+          "workdir=/b/x/work,userxattr\n901 900 0:62 / /dev rw - tmpfs tmpfs rw\n")
+    p = plan_devices(_m(ct), lambda: _m(HOST))
+    assert p.root_dev is None and p.dev_mount is None
+    # Even if the host held that overlay, a ".." in its upperdir makes it unresolvable text.
+    host = HOST + ct.splitlines()[0].replace("900 850", "41 20") + "\n"
+    assert overlay_upper_device(_m(ct)[0], _m(host)) is None
+
+
+def test_containing_mount_is_textual_and_component_wise() -> None:
+    host = _m(HOST)
+    assert containing_mount(host, "/var/lib/docker/x").mount_id == 30  # type: ignore[union-attr]
+    assert containing_mount(host, "/var/lib/dockerx/y").mount_id == 31  # type: ignore[union-attr]
+    assert containing_mount(host, "/var/lib/dock").mount_id == 20  # type: ignore[union-attr]
+    assert containing_mount(host, "/var/lib/docker").mount_id == 30  # type: ignore[union-attr]
+    for bad in ("relative/path", "/var/lib/docker/../../etc", "/var/./lib"):
+        assert containing_mount(host, bad) is None
 
 
 def test_fixture_convention_only_on_fixture_trees() -> None:
@@ -78,9 +131,12 @@ def test_root_on_partition_promoted_to_disk() -> None:
     assert got.nodes == {(8, 32): "xvdc"}  # mapper/ subdir and the disk-link symlink are ignored
 
 
-def test_overlay_root_unresolved_in_fixture() -> None:
+def test_overlay_root_found_in_the_hosts_table_of_a_fixture() -> None:
+    # The container's "/" is overlay 0:52; the fixture's proc/self/mountinfo (the daemon's) holds that overlay
+    # with upperdir under the host root on 259:2 (nvme0n1p2), whose disk sysfs names 259:0.
     got = scan_container_devices(fixture_root("x86_64-unified-ubuntu20"), 777)
-    assert got.root_dev is None and got.root_disk is None
+    assert got.root_dev == (259, 2) and got.root_disk == (259, 0)
+    assert got.nodes == {(252, 0): "data"}
 
 
 def test_whole_disk_of_this_machines_root() -> None:
@@ -93,26 +149,42 @@ def test_whole_disk_of_this_machines_root() -> None:
         assert f.read().strip() == f"{disk[0]}:{disk[1]}"
 
 
-def test_mountinfo_topmost_root_wins() -> None:
-    text = (
-        "20 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-        "21 20 0:5 / /dev rw - devtmpfs udev rw\n"
-        "22 20 0:40 / / rw - overlay overlay rw,upperdir=/u,workdir=/w\n"
-    )
-    assert root_entry_from_mountinfo(text) == ((0, 40), "overlay", "rw,upperdir=/u,workdir=/w")
-    assert root_entry_from_mountinfo("garbage\n") is None
+def _copy_fixture(tmp_path: Path) -> tuple[HostRoot, Path]:
+    top = tmp_path / "host"
+    shutil.copytree(FIXTURES / "x86_64-hybrid-debian12-disks", top, symlinks=True)
+    return HostRoot.from_dir(top), top / "proc" / "31337"
 
 
-def test_cache_ttl_and_bound(tmp_path: Path) -> None:
-    hr, root = _tree(tmp_path)
-    dev = root / "dev"
-    dev.mkdir()
-    cache = DeviceNameCache(ttl_s=0.2, max_entries=2)
-    assert cache.get(hr, PID, 1).nodes == {}
-    os.mknod(dev / "xvdq", 0o600 | 0o060000, os.makedev(7, 210))
-    assert cache.get(hr, PID, 1).nodes == {}  # cached
-    assert cache.get(hr, PID, 2).nodes == {(7, 210): "xvdq"}  # another init start time: another container
-    time.sleep(0.25)
-    assert cache.get(hr, PID, 1).nodes == {(7, 210): "xvdq"}  # expired and rescanned
-    cache.get(hr, PID, 3)
-    assert len(cache._d) == 2
+def test_cache_ttl_bound_and_per_container_keys(tmp_path: Path) -> None:
+    hr, pdir = _copy_fixture(tmp_path)
+    now = [100.0]
+    cache = DeviceNameCache(ttl_s=1.0, max_entries=2, clock=lambda: now[0])
+    assert set(cache.get(hr, 31337, 1).nodes.values()) == {"xvdb", "xvdc"}
+    (pdir / "root" / "dev" / "xvdq").write_text("block 7:9\n")
+    assert (7, 9) not in cache.get(hr, 31337, 1).nodes  # cached
+    assert cache.get(hr, 31337, 2).nodes[(7, 9)] == "xvdq"  # another init start time: another container
+    now[0] += 1.5
+    assert cache.get(hr, 31337, 1).nodes[(7, 9)] == "xvdq"  # re-checked after the TTL
+    cache.get(hr, 31337, 3)
+    assert len(cache) == 2
+
+
+def test_default_cache_holds_thousands_of_containers(tmp_path: Path) -> None:
+    hr, _ = _copy_fixture(tmp_path)
+    cache = DeviceNameCache(clock=lambda: 5.0)
+    for start in range(1000):
+        cache.get(hr, 31337, start)
+    scans = cache.stats.scans
+    for start in range(1000):
+        cache.get(hr, 31337, start)
+    assert len(cache) == 1000 and cache.stats.scans == scans  # the second round is all hits
+
+
+def test_oversized_mountinfo_is_not_inspected(tmp_path: Path) -> None:
+    hr, pdir = _copy_fixture(tmp_path)
+    mi = (pdir / "mountinfo").read_text()
+    filler = "".join(f"{3000 + i} 2001 0:{100 + i} / /mnt/m{i} rw - tmpfs tmpfs rw\n"
+                     for i in range(MOUNTINFO_CAP_BYTES // 40))
+    (pdir / "mountinfo").write_text(mi + filler)
+    got = DeviceNameCache().get(hr, 31337, 1)
+    assert got.nodes == {} and got.root_dev is None

@@ -1,8 +1,9 @@
 """Real-kernel fixtures for the disks views (root only): loop devices, a test-owned v1 blkio cgroup with
 throttle rules, and a container-like process (PID 1 of a new pid + mount namespace, chrooted into a tmp
-rootfs whose /dev is a tmpfs holding ONE node for one loop device) that did O_DIRECT I/O from inside the
-cgroup. Everything is undone in finalizers: the init is killed by pid, the cgroup emptied and removed,
-loop devices detached. The tmpfs /dev only ever exists in the private mount namespace, which dies with it.
+rootfs bind-mounted onto itself as engines do, whose /dev is a tmpfs holding ONE node for one loop device)
+that did O_DIRECT I/O from inside the cgroup. Everything is undone in finalizers: the init is killed by pid,
+the cgroup emptied and removed, loop devices detached. The tmpfs /dev only ever exists in the private mount
+namespace, which dies with it.
 
 Why throttle rules: on this blk-mq kernel (6.18) the only v1 blkio statistics are blk-throttle's and bfq's,
 and blk-throttle counts a device only while the cgroup has a rule for it (spec §6.9, measured). A rule of
@@ -124,6 +125,9 @@ def container(loops: list[Loop], tmp_path_factory: pytest.TempPathFactory) -> It
         ])
         script = "\n".join([
             "set -e",
+            # The rootfs becomes a mount of its own, as runc, crun and LXC make it before pivot_root: the
+            # init's mountinfo then lists it at "/" (a plain chroot into a directory would not be listed).
+            f'mount --bind "{rootfs}" "{rootfs}"',
             f'mount -t tmpfs -o mode=755,size=64k tmpfs "{rootfs}/dev"',
             f'mknod "{rootfs}/dev/xvdb" b {visible.dev[0]} {visible.dev[1]}',
             f'mknod -m 666 "{rootfs}/dev/null" c 1 3',

@@ -17,7 +17,7 @@ import time
 
 from pylxcfs import syscalls
 from pylxcfs.errors import QuietError
-from pylxcfs.parse.mountinfo import Mount, parse_mountinfo
+from pylxcfs.parse.mountinfo import Mount, parse_mountinfo, top_mount_at
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,7 @@ def mount_at(path: str, mountinfo: str | None = None) -> Mount | None:
     if mountinfo is None:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             mountinfo = f.read()
-    found = None
-    for e in parse_mountinfo(mountinfo):
-        if e.mount_point == path:
-            found = e  # later lines are mounted on top of earlier ones
-    return found
+    return top_mount_at(parse_mountinfo(mountinfo), path)
 
 
 def probe(path: str, timeout_s: float = 2.0) -> int | None:

@@ -1,13 +1,15 @@
-"""Parser for /proc/<pid>/mountinfo (proc(5)): the daemon finds cgroup hierarchies from this TEXT (never
-statfs), and the toolkit answers every "is it mounted, by whom, with which propagation?" question from it
-(reading mountinfo never touches a FUSE server, unlike stat() on a mount point).
+"""/proc/<pid>/mountinfo (proc(5)): the parser and the queries over its records, the one place that inspects
+mounts. The daemon finds cgroup hierarchies and a container's root and /dev mounts from this TEXT (never statfs),
+and the toolkit answers every "is it mounted, by whom, with which propagation?" question from it: reading
+mountinfo never touches a FUSE server or any other filesystem, unlike stat() on a mount point.
 
-Pure: text in, Mount records out. The toolkit's queries over the records live in pylxcfs.ct.mountinfo.
+Pure: text in, Mount records out; queries take records. No I/O here (callers read the text).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pylxcfs.errors import ParseError
@@ -50,6 +52,23 @@ class Mount:
         """Any FUSE mount ("fuse" or "fuse.<subtype>")."""
         return self.fstype == "fuse" or self.fstype.startswith("fuse.")
 
+    @property
+    def devt(self) -> tuple[int, int] | None:
+        """(major, minor) of the filesystem, None when the field is malformed. Major 0: no block device
+        (an anonymous device: overlay, tmpfs, proc, FUSE, btrfs subvolumes)."""
+        major, sep, minor = self.dev.partition(":")
+        if sep and major.isdigit() and minor.isdigit():
+            return (int(major), int(minor))
+        return None
+
+    def super_option(self, name: str) -> str | None:
+        """The value of `name=value` among the superblock options (e.g. overlay's upperdir), None if absent."""
+        prefix = name + "="
+        for opt in self.super_options:
+            if opt.startswith(prefix):
+                return opt[len(prefix):]
+        return None
+
 
 def parse_mountinfo(text: str, source: str = "mountinfo") -> list[Mount]:
     """All mounts, in file order."""
@@ -81,3 +100,49 @@ def parse_mountinfo(text: str, source: str = "mountinfo") -> list[Mount]:
             )
         )
     return out
+
+
+def mounts_at(mounts: Sequence[Mount], path: str) -> list[Mount]:
+    """Mounts stacked at exactly `path`, bottom first (a mount stacked on another has it as parent)."""
+    here = [m for m in mounts if m.mount_point == path]
+    ids = {m.mount_id for m in here}
+    order: list[Mount] = [m for m in here if m.parent_id not in ids]
+    while len(order) < len(here):
+        nxt = [m for m in here if m.parent_id == order[-1].mount_id and m not in order]
+        if not nxt:  # a shape we do not understand: fall back to mount-id order
+            return sorted(here, key=lambda m: m.mount_id)
+        order.append(nxt[0])
+    return order
+
+
+def top_mount_at(mounts: Sequence[Mount], path: str) -> Mount | None:
+    """The mount a path lookup reaches at `path` (the top of the stack), or None."""
+    stack = mounts_at(mounts, path)
+    return stack[-1] if stack else None
+
+
+def lxcfs_overlays(mounts: Sequence[Mount], under: tuple[str, ...] = ("/proc/", "/sys/")) -> list[Mount]:
+    """lxcfs mounts whose mount point lies under one of `under` (absolute prefixes), topmost-first order
+    (descending mount id), which is the order to detach them in."""
+    hits = [m for m in mounts if m.is_lxcfs and any(m.mount_point.startswith(p) for p in under)]
+    return sorted(hits, key=lambda m: m.mount_id, reverse=True)
+
+
+def containing_mount(mounts: Sequence[Mount], path: str) -> Mount | None:
+    """The mount that holds `path` judged from the text alone: the top mount at the longest mount point that is
+    a whole-component prefix of `path`. Nothing is resolved: `path` must be absolute and free of "." and ".."
+    components (else None), and a symlink inside it is not followed (its own mount is what is returned)."""
+    parts = path.split("/")
+    if not path.startswith("/") or any(p in (".", "..") for p in parts):
+        return None
+    best: Mount | None = None
+    best_len = -1
+    for m in mounts:
+        mp = m.mount_point
+        if mp == "/" or path == mp or path.startswith(mp + "/"):
+            n = 0 if mp == "/" else len(mp)
+            if n > best_len:
+                best_len, best = n, m
+    if best is None:
+        return None
+    return top_mount_at(mounts, best.mount_point)
