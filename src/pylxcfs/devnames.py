@@ -39,6 +39,8 @@ the tenant controls in a way that can reach a filesystem's server:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
@@ -47,11 +49,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pylxcfs import syscalls
+from pylxcfs import forkjob, syscalls
 from pylxcfs.errors import ParseError, ProcessGone
 from pylxcfs.hostfs import HostRoot, read_bytes, read_text
 from pylxcfs.parse.diskstats import DevT
-from pylxcfs.parse.mountinfo import Mount, containing_mount, parse_mountinfo, top_mount_at
+from pylxcfs.parse.mountinfo import Mount, containing_mount, overlay_layer_dirs, parse_mountinfo, top_mount_at
+from pylxcfs.parse.pid import parse_stat_starttime
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,15 @@ DEV_FSTYPES = frozenset({"tmpfs", "devtmpfs"})
 LOCAL_ROOT_FSTYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "ramfs", "overlay",
                                 "squashfs", "erofs", "f2fs", "bcachefs", "devtmpfs", "aufs", "vfat", "jfs",
                                 "reiserfs", "nilfs2"})
+# Filesystems an engine's overlay layers may sit on for the daemon itself to jump to the root and look `dev` up
+# from the dentry cache: no d_revalidate or d_weak_revalidate (an overlay on anything else is walked in a child).
+LOCAL_LAYER_FSTYPES = LOCAL_ROOT_FSTYPES - {"overlay", "aufs"}
 _RESOLVE = syscalls.RESOLVE_CACHED | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_BENEATH
+_RESOLVE_WALK = syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_BENEATH
+WALK_TIMEOUT_S = 1.5  # a lookup of `dev` in an engine's overlay root, in a child (see DevPlan.walk_ok)
+WALK_RETRY_S = 10.0  # after a failed walk, the next try for that container
+MAX_HELD_FDS = 512  # O_PATH fds on containers' /dev kept from walks (each pins that /dev mount while kept)
+PRUNE_S = 30.0  # how often kept fds of containers whose init is gone are closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,14 @@ class DevPlan:
     dev_mount: Mount | None
     why_not: str = ""  # why /dev is not scanned (for the debug log)
     node_mounts: dict[str, int] = field(default_factory=dict)  # name -> id of a tmpfs/devtmpfs mount on /dev/<name>
+    # The root is an overlay a container engine mounted in the host's namespace: its layers are the host's
+    # choice, not the tenant's, so `dev` may be looked up in it normally, in a forked child with a deadline, when
+    # the dentry cache alone cannot answer (layers whose dentries revalidate: 9p, NFS, a FUSE snapshotter).
+    walk_ok: bool = False
+    # ... and a layer is not on a filesystem known to be local: even the jump to the root through
+    # /proc/<pid>/root may ask a server (d_weak_revalidate of NFS and 9p), so everything up to the O_PATH fd on
+    # `dev` happens in the child.
+    child_first: bool = False
 
 
 def _parse_devt(text: str) -> DevT | None:
@@ -118,6 +137,24 @@ def overlay_upper_device(overlay: Mount, host_mounts: Sequence[Mount]) -> DevT |
     return None
 
 
+def _engine_overlay(root: Mount, host: Sequence[Mount]) -> Mount | None:
+    """The overlay in the daemon's own table with the same superblock as the container's root, or None."""
+    return next((m for m in host if m.dev == root.dev and m.fstype == "overlay"), None)
+
+
+def layers_are_local(overlay: Mount, host: Sequence[Mount]) -> bool:
+    """Every layer directory of a host-side overlay sits (judged from the text) on a local filesystem without
+    dentry revalidation; False when one is on anything else or a layer cannot be placed."""
+    dirs = overlay_layer_dirs(overlay)
+    if not dirs:
+        return False
+    for d in dirs:
+        holder = containing_mount(host, d)
+        if holder is None or holder.fstype not in LOCAL_LAYER_FSTYPES:
+            return False
+    return True
+
+
 def plan_devices(mounts: Sequence[Mount], host_mounts: Callable[[], Sequence[Mount]]) -> DevPlan:
     """Pure: the root device and the /dev mount to scan, from the init's mounts (`host_mounts` is called only
     for an overlay root)."""
@@ -127,12 +164,14 @@ def plan_devices(mounts: Sequence[Mount], host_mounts: Callable[[], Sequence[Mou
     dev = root.devt
     root_dev: DevT | None = dev if dev is not None and dev[0] != 0 else None
     trusted_root = root.fstype in LOCAL_ROOT_FSTYPES or root.is_fuse
+    engine = None
     if root.fstype == "overlay":
         host = host_mounts()
         root_dev = overlay_upper_device(root, host)
         # An overlay the engine did not mount in the host's namespace is the tenant's own: its layers may be
-        # anything it can see (an NFS bind), so its root is not jumped to.
-        trusted_root = any(m.dev == root.dev and m.fstype == "overlay" for m in host)
+        # anything it can see (an NFS bind, our own mount), so its root is not jumped to.
+        engine = _engine_overlay(root, host)
+        trusted_root = engine is not None
     devm = top_mount_at(mounts, "/dev")
     if not trusted_root:
         return DevPlan(root_dev, None, f"root filesystem {root.fstype} is not known to be local")
@@ -141,7 +180,8 @@ def plan_devices(mounts: Sequence[Mount], host_mounts: Callable[[], Sequence[Mou
     node_mounts = {m.mount_point[5:]: m.mount_id for m in mounts
                    if m.fstype in DEV_FSTYPES and m.mount_point.startswith("/dev/")
                    and "/" not in m.mount_point[5:] and top_mount_at(mounts, m.mount_point) is m}
-    return DevPlan(root_dev, devm, node_mounts=node_mounts)
+    return DevPlan(root_dev, devm, node_mounts=node_mounts, walk_ok=engine is not None,
+                   child_first=engine is not None and not layers_are_local(engine, host))
 
 
 def _printable_name(name: str) -> bool:
@@ -168,34 +208,84 @@ class ScanStats:
     scans: int = 0
     entries: int = 0
     truncated: int = 0
+    walks: int = 0  # lookups of a container's `dev` done in a forked child (see DevPlan.walk_ok)
 
 
-def _open_dev(root: HostRoot, pid: int, devm: Mount) -> int | None:
-    """An fd on the container's /dev, verified to be the mount `devm`; None if it cannot be had safely."""
+def _open_dev_path(root: HostRoot, pid: int, plan: DevPlan) -> tuple[int | None, bool]:
+    """(an O_PATH fd on the container's `dev` (no filesystem's open is called on it) or None if it cannot be had
+    safely, whether a child walked to it). From the dentry cache only, unless plan.walk_ok: then by a normal lookup
+    in a forked child killed after WALK_TIMEOUT_S (when the cache cannot answer, or from the start when
+    plan.child_first)."""
+    proc_root = root.proc_path(f"{pid}/root")
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not plan.child_first:
+        try:
+            rootfd = os.open(proc_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise ProcessGone(f"pid {pid}: {e.strerror}") from None
+        except OSError as e:
+            log.debug("pid %d: root not usable: %s", pid, e)
+            return None, False
+        try:
+            return syscalls.openat2(rootfd, "dev", flags, _RESOLVE), False
+        except OSError as e:
+            # EAGAIN: `dev` is not in the dentry cache or its dentry needs revalidation (a FUSE root whose entry
+            # timed out, an overlay over 9p or NFS): the cache alone cannot answer.
+            if e.errno != errno.EAGAIN or not plan.walk_ok:
+                log.debug("pid %d: container /dev not reachable from the cache: %s", pid, e)
+                return None, False
+        finally:
+            os.close(rootfd)
+
+    def walk() -> int:
+        rfd = os.open(proc_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return syscalls.openat2(rfd, "dev", flags, _RESOLVE_WALK)
+
+    res = forkjob.fd_from_child(walk, WALK_TIMEOUT_S)
+    if res.fd is None:
+        if res.errno in (errno.ENOENT, errno.ESRCH) and not os.path.exists(root.proc_path(str(pid))):
+            raise ProcessGone(f"pid {pid}: gone")
+        log.info("pid %d: looking up /dev in the container's overlay root %s", pid,
+                 f"took more than {WALK_TIMEOUT_S} s" if res.timed_out else f"failed: {os.strerror(res.errno)}")
+    return res.fd, res.fd is not None
+
+
+def _open_dev(root: HostRoot, pid: int, plan: DevPlan, stats: ScanStats,
+              held: int | None = None) -> tuple[int | None, int | None]:
+    """(a directory fd on the container's /dev, an O_PATH fd to keep for next time or None). The /dev found must
+    be the mount plan.dev_mount (statx mount id: a tenant may stack a mount on /dev after we read mountinfo), and
+    only then is it opened for reading (a FUSE directory would be sent OPENDIR). `held`: an O_PATH fd on /dev kept
+    from an earlier walk in a child (reused while it is still that mount; closed otherwise)."""
+    assert plan.dev_mount is not None
+    want = plan.dev_mount.mount_id
+    keep = False
+    pfd = held
+    if pfd is not None:
+        with contextlib.suppress(OSError):
+            keep = syscalls.statx_mnt_id(pfd) == want
+        if not keep:
+            os.close(pfd)
+            pfd = None
+    if pfd is None:
+        pfd, keep = _open_dev_path(root, pid, plan)
+        if pfd is None:
+            return None, None
+        stats.walks += keep
     try:
-        rootfd = os.open(root.proc_path(f"{pid}/root"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, ProcessLookupError) as e:
-        raise ProcessGone(f"pid {pid}: {e.strerror}") from None
+        if syscalls.statx_mnt_id(pfd) != want:
+            log.debug("pid %d: /dev is not mount %d (changed since mountinfo was read)", pid, want)
+            os.close(pfd)
+            return None, None
+        # "." of a verified tmpfs directory: no lookup, and the open is tmpfs's.
+        devfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=pfd)
     except OSError as e:
-        log.debug("pid %d: root not usable: %s", pid, e)
-        return None
-    try:
-        devfd = syscalls.openat2(rootfd, "dev", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 _RESOLVE)
-    except OSError as e:
-        # EAGAIN: `dev` is not in the dentry cache or needs revalidation (a FUSE root): never ask for it.
-        log.debug("pid %d: container /dev not reachable from the cache: %s", pid, e)
-        return None
-    finally:
-        os.close(rootfd)
-    try:
-        if syscalls.statx_mnt_id(devfd) == devm.mount_id:
-            return devfd
-        log.debug("pid %d: /dev is not mount %d (changed since mountinfo was read)", pid, devm.mount_id)
-    except OSError as e:
-        log.debug("pid %d: statx on /dev: %s", pid, e)
-    os.close(devfd)
-    return None
+        log.debug("pid %d: opening /dev: %s", pid, e)
+        os.close(pfd)
+        return None, None
+    if keep:
+        return devfd, pfd  # kept: the next check needs no walk (and no child)
+    os.close(pfd)
+    return devfd, None
 
 
 def _scan_real(devfd: int, devm: Mount, node_mounts: dict[str, int], stats: ScanStats) -> dict[DevT, str]:
@@ -290,9 +380,19 @@ def read_mounts(path: str, cap: int) -> list[Mount] | None:
         return None
 
 
+@dataclass(slots=True)
+class _Entry:
+    checked: float  # monotonic time of the last check
+    fp: Fingerprint | None
+    devs: ContainerDevices
+    held_fd: int | None = None  # O_PATH fd on the container's /dev from a walk in a child (see _open_dev)
+    retry_after: float = 0.0  # no walk in a child before this time (the last one failed)
+
+
 class DeviceNameCache:
     """The container devices per (proc root, init pid, init start time), re-checked at most every ttl_s: the
-    init's mountinfo is re-read (cheap) and /dev rescanned only when its fingerprint changed. Bounded LRU."""
+    init's mountinfo is re-read (cheap) and /dev rescanned only when its fingerprint changed. Bounded LRU; an
+    entry may keep an O_PATH fd on its /dev (at most MAX_HELD_FDS, closed on eviction and when the init is gone)."""
 
     def __init__(self, ttl_s: float = CACHE_TTL_S, max_entries: int = CACHE_MAX,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -300,11 +400,18 @@ class DeviceNameCache:
         self.max_entries = max_entries
         self.stats = ScanStats()
         self._clock = clock
-        self._d: OrderedDict[tuple[str, int, int], tuple[float, Fingerprint | None, ContainerDevices]] = OrderedDict()
+        self._d: OrderedDict[tuple[str, int, int], _Entry] = OrderedDict()
         self._host: tuple[float, str, list[Mount]] | None = None
+        self._held: OrderedDict[tuple[str, int, int], None] = OrderedDict()  # keys whose entry holds an fd
+        self._pruned = clock()
 
     def __len__(self) -> int:
         return len(self._d)
+
+    @property
+    def held_fds(self) -> int:
+        """How many /dev fds entries keep."""
+        return len(self._held)
 
     def _host_mounts(self, root: HostRoot) -> list[Mount]:
         now = self._clock()
@@ -316,49 +423,116 @@ class DeviceNameCache:
             self._host = (now, root.proc, mounts)
         return self._host[2]
 
+    def _release(self, key: tuple[str, int, int], e: _Entry) -> None:
+        if e.held_fd is not None:
+            os.close(e.held_fd)
+            e.held_fd = None
+        self._held.pop(key, None)
+
+    def _drop(self, key: tuple[str, int, int]) -> None:
+        e = self._d.pop(key, None)
+        if e is not None:
+            self._release(key, e)
+
+    def _prune(self, now: float) -> None:
+        """Close the fds kept for containers whose init is gone (their /dev mounts are otherwise pinned)."""
+        self._pruned = now
+        for key in list(self._held):
+            proc, pid, start = key
+            try:
+                alive = parse_stat_starttime(read_bytes(f"{proc}/{pid}/stat").decode()) == start
+            except (OSError, ParseError, UnicodeDecodeError):
+                alive = False
+            if not alive:
+                self._drop(key)
+
     def get(self, root: HostRoot, pid: int, start_ticks: int) -> ContainerDevices:
         """The container's devices (cached; see the class docstring)."""
         key = (root.proc, pid, start_ticks)
         now = self._clock()
+        if self._held and now - self._pruned >= PRUNE_S:
+            self._prune(now)
         hit = self._d.get(key)
-        if hit is not None and now - hit[0] < self.ttl_s:
+        if hit is not None and now - hit.checked < self.ttl_s:
             self._d.move_to_end(key)
-            return hit[2]
-        fp, devs = self._gather(root, pid, hit)
-        self._d[key] = (now, fp, devs)
+            return hit.devs
+        try:
+            e = self._gather(root, pid, hit, now)
+        except BaseException:
+            self._drop(key)
+            raise
+        if hit is not None and hit.held_fd is not None and hit.held_fd != e.held_fd:
+            self._release(key, hit)  # _gather closed or replaced it
+        self._d[key] = e
         self._d.move_to_end(key)
+        if e.held_fd is not None:
+            self._held[key] = None
+            self._held.move_to_end(key)
+        else:
+            self._held.pop(key, None)
+        while len(self._held) > MAX_HELD_FDS:
+            old = next(iter(self._held))
+            oe = self._d.get(old)
+            if oe is not None:
+                self._release(old, oe)
+            else:
+                self._held.pop(old)
         while len(self._d) > self.max_entries:
-            self._d.popitem(last=False)
-        return devs
+            self._drop(next(iter(self._d)))
+        return e.devs
 
-    def _gather(self, root: HostRoot, pid: int, prev: tuple[float, Fingerprint | None, ContainerDevices] | None,
-                ) -> tuple[Fingerprint | None, ContainerDevices]:
-        mounts = read_mounts(root.proc_path(f"{pid}/mountinfo"), MOUNTINFO_CAP_BYTES)
+    def _gather(self, root: HostRoot, pid: int, prev: _Entry | None, now: float) -> _Entry:
+        held = prev.held_fd if prev is not None else None
+        if prev is not None:
+            prev.held_fd = None  # ownership moves to this call (kept, replaced or closed below)
+        try:
+            mounts = read_mounts(root.proc_path(f"{pid}/mountinfo"), MOUNTINFO_CAP_BYTES)
+        except BaseException:
+            if held is not None:
+                os.close(held)
+            raise
         if mounts is None:
-            return None, ContainerDevices({}, None, None)
+            if held is not None:
+                os.close(held)
+            return _Entry(now, None, ContainerDevices({}, None, None))
         plan = plan_devices(mounts, lambda: self._host_mounts(root))
         fp: Fingerprint | None = None
         nodes: dict[DevT, str] = {}
-        if plan.dev_mount is None:
+        retry_after = prev.retry_after if prev is not None else 0.0
+        devm = plan.dev_mount
+        if devm is None:
             log.debug("pid %d: container /dev not scanned: %s", pid, plan.why_not)
         elif not root.is_real_procfs:
             nodes = _scan_fixture(root, pid, self.stats)
         else:
-            devfd = _open_dev(root, pid, plan.dev_mount)
+            devfd: int | None = None
+            if held is None and plan.walk_ok and now < retry_after:
+                # The last walk failed (a layer's server did not answer): until retry_after, the dentry cache
+                # alone, and nothing at all where even the jump to the root is the child's to do.
+                if not plan.child_first:
+                    devfd, held = _open_dev(root, pid, DevPlan(plan.root_dev, devm, plan.why_not,
+                                                               plan.node_mounts), self.stats)
+            else:
+                devfd, held = _open_dev(root, pid, plan, self.stats, held)
+                if devfd is None and plan.walk_ok:
+                    retry_after = now + WALK_RETRY_S
             if devfd is not None:
                 try:
                     st = os.fstat(devfd)
-                    fp = (plan.dev_mount.mount_id, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+                    fp = (devm.mount_id, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
                     # Unchanged /dev (same mount, inode, mtime, ctime): the last scan still holds.
-                    unchanged = prev is not None and prev[1] == fp
-                    if prev is not None and unchanged:
-                        nodes = prev[2].nodes
+                    if prev is not None and prev.fp == fp:
+                        nodes = prev.devs.nodes
                     else:
-                        nodes = _scan_real(devfd, plan.dev_mount, plan.node_mounts, self.stats)
+                        nodes = _scan_real(devfd, devm, plan.node_mounts, self.stats)
                 finally:
                     os.close(devfd)
+        if (devm is None or not root.is_real_procfs) and held is not None:
+            os.close(held)
+            held = None
         rdev = plan.root_dev
-        return fp, ContainerDevices(nodes=nodes, root_dev=rdev, root_disk=whole_disk(root, rdev) if rdev else None)
+        devs = ContainerDevices(nodes=nodes, root_dev=rdev, root_disk=whole_disk(root, rdev) if rdev else None)
+        return _Entry(now, fp, devs, held, retry_after)
 
 
 def scan_container_devices(root: HostRoot, pid: int) -> ContainerDevices:

@@ -17,7 +17,7 @@ from pylxcfs.devnames import (
     whole_disk,
 )
 from pylxcfs.hostfs import HostRoot
-from pylxcfs.parse.mountinfo import containing_mount, parse_mountinfo
+from pylxcfs.parse.mountinfo import containing_mount, overlay_layer_dirs, parse_mountinfo
 
 from .conftest import FIXTURES, fixture_root
 
@@ -95,6 +95,38 @@ def test_overlay_upper_from_the_hosts_table() -> None:
     # The host's overlay 0:52 has upperdir under /var/lib/docker (254:16), not /var/lib/dockerx or /.
     assert p.root_dev == (254, 16)
     assert p.dev_mount is not None
+
+
+def test_engine_overlay_walk_rules() -> None:
+    ct = "700 650 0:52 / / rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n" \
+         "701 700 0:91 / /dev rw - tmpfs tmpfs rw\n"
+    # Layers on xfs: the daemon may jump to the root itself; a child walks `dev` only if the cache cannot answer.
+    p = plan_devices(_m(ct), lambda: _m(HOST))
+    assert p.walk_ok and not p.child_first
+    # The v2 test guest: the root overlay's layers are not in the table (they were mounted before switch_root),
+    # so the overlay itself is their holder: everything happens in the child.
+    guest = ("40 22 0:24 / / rw - overlay root rw,lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work\n"
+             "45 40 0:5 / /dev rw - devtmpfs devtmpfs rw\n")
+    p = plan_devices(_m(guest), lambda: _m(guest))
+    assert p.walk_ok and p.child_first and p.dev_mount is not None and p.root_dev is None
+    # A lower layer on NFS or FUSE (a lazy-pulling snapshotter): child first as well.
+    for fstype in ("nfs4", "fuse.stargz", "9p", "cifs"):
+        host = HOST + f"50 20 0:77 / /snap rw - {fstype} srv rw\n" + \
+            "41 20 0:53 / /var/lib/docker/overlay2/x/merged rw - overlay overlay " \
+            "rw,lowerdir=/var/lib/docker/l/A:/snap/layer\\:1,upperdir=/var/lib/docker/x/diff,workdir=/var/lib/docker/w\n"
+        p = plan_devices(_m(ct.replace("0:52", "0:53")), lambda h=host: _m(h))  # type: ignore[misc]
+        assert p.walk_ok and p.child_first, fstype
+    # A tenant's own overlay (not in the host's table) is never walked.
+    p = plan_devices(_m(ct.replace("0:52", "0:99")), lambda: _m(HOST))
+    assert not p.walk_ok and p.dev_mount is None
+    # Any other root: the dentry cache only.
+    assert not plan_devices(_m(ENGINE), _no_host).walk_ok
+
+
+def test_overlay_layer_dirs_as_text() -> None:
+    m = _m("41 20 0:53 / /m rw - overlay overlay rw,lowerdir=/a\\:b:/c\\040d::/data,upperdir=/u,workdir=/w,"
+           "lowerdir+=/e,datadir+=/f,index=off\n")[0]
+    assert overlay_layer_dirs(m) == ["/a:b", "/c d", "/data", "/u", "/w", "/e", "/f"]
 
 
 def test_tenant_overlay_is_not_resolved() -> None:

@@ -88,3 +88,123 @@ def test_tenant_overlay_root_is_not_resolved(tmp_path: Path) -> None:
         assert devs.root_dev is None and devs.nodes == {}
     finally:
         _stop(proc)
+
+
+def _fuse_lower(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A read-only fuse-overlayfs mount (entry timeout 0: every lookup revalidates with its server) holding
+    bin/busybox and an empty dev/: the lower layer of an engine overlay, as a lazy-pulling snapshotter makes it."""
+    src, at = tmp_path / "src", tmp_path / "fuselower"
+    for d in (src / "bin", src / "dev", at):
+        d.mkdir(parents=True)
+    shutil.copy("/bin/busybox", src / "bin" / "busybox")
+    srv = subprocess.Popen(["fuse-overlayfs", "-f", "-o", f"lowerdir={src},timeout=0", str(at)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not any(line.split()[4] == str(at) for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+        assert srv.poll() is None, f"fuse-overlayfs exited: {srv.stderr.read().decode() if srv.stderr else ''}"
+        assert time.monotonic() < deadline, "fuse-overlayfs did not mount"
+        time.sleep(0.02)
+    return srv, at
+
+
+def _engine_overlay_on_fuse(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, tuple[int, int]]:
+    srv, lower = _fuse_lower(tmp_path)
+    upper, work, merged = (tmp_path / n for n in ("upper", "work", "merged"))
+    for d in (upper, work, merged):
+        d.mkdir()
+    st = os.stat(upper)
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+                    str(merged)], check=True)
+    return srv, upper, merged, (os.major(st.st_dev), os.minor(st.st_dev))
+
+
+def _teardown(srv: subprocess.Popen[bytes], proc: subprocess.Popen[bytes] | None, tmp_path: Path) -> None:
+    os.kill(srv.pid, signal.SIGCONT)
+    if proc is not None:
+        _stop(proc)
+    subprocess.run(["umount", "-l", str(tmp_path / "merged")], check=False)
+    subprocess.run(["umount", "-l", str(tmp_path / "fuselower")], check=False)
+    srv.kill()
+    srv.wait(timeout=10)
+
+
+def _counting_walks(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replace forkjob.fd_from_child by a wrapper recording how long each child took."""
+    from pylxcfs import forkjob
+
+    took: list[float] = []
+    real = forkjob.fd_from_child
+
+    def counted(opener, timeout_s):  # type: ignore[no-untyped-def]
+        t = time.monotonic()
+        try:
+            return real(opener, timeout_s)
+        finally:
+            took.append(time.monotonic() - t)
+
+    monkeypatch.setattr(forkjob, "fd_from_child", counted)
+    return took
+
+
+def test_engine_overlay_on_a_revalidating_layer_is_walked_once_in_a_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Layers whose dentries revalidate (9p in the v2 test guest, NFS, FUSE snapshotters) defeat a lookup from
+    # the dentry cache; the daemon then walks to the container's /dev in a child and keeps an O_PATH fd on it.
+    from pylxcfs import devnames
+
+    walks = _counting_walks(monkeypatch)
+    srv, upper, merged, upper_dev = _engine_overlay_on_fuse(tmp_path)
+    proc = None
+    try:
+        proc, init = _start(upper, [f"mount -t tmpfs -o mode=755 tmpfs {merged}/dev",
+                                    f"mknod {merged}/dev/xvdq b {upper_dev[0]} {upper_dev[1]}", RUN.format(m=merged)])
+        now = [0.0]
+        cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
+        devs = cache.get(HostRoot(), init, 0)
+        assert devs.root_dev == upper_dev
+        assert devs.nodes == {upper_dev: "xvdq"}
+        assert len(walks) == 1 and cache.held_fds == 1 and cache.stats.walks == 1
+        # Re-checks use the kept fd: no child, and a node added later is seen (tmpfs bumps /dev's mtime).
+        subprocess.run(["nsenter", "-t", str(init), "-m", "/bin/busybox", "mknod", f"{merged}/dev/xvdr", "b",
+                        str(upper_dev[0]), str(upper_dev[1] + 1)], check=False)
+        # (nsenter keeps the host's root, so the path is the host-side one inside the container's namespace.)
+        devs = cache.get(HostRoot(), init, 0)
+        assert len(walks) == 1 and cache.stats.scans == 2
+        assert devs.nodes.get((upper_dev[0], upper_dev[1] + 1)) == "xvdr"
+        # The container ends: the kept fd is closed at the next prune.
+        _stop(proc)
+        proc = None
+        now[0] += devnames.PRUNE_S
+        cache.get(HostRoot(), os.getpid(), 0)
+        assert cache.held_fds == 0
+    finally:
+        _teardown(srv, proc, tmp_path)
+
+
+def test_engine_overlay_on_a_stopped_layer_server_costs_one_bounded_walk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylxcfs import devnames
+
+    walks = _counting_walks(monkeypatch)
+    srv, upper, merged, upper_dev = _engine_overlay_on_fuse(tmp_path)
+    proc = None
+    try:
+        proc, init = _start(upper, [f"mount -t tmpfs -o mode=755 tmpfs {merged}/dev",
+                                    f"mknod {merged}/dev/xvdq b {upper_dev[0]} {upper_dev[1]}", RUN.format(m=merged)])
+        os.kill(srv.pid, signal.SIGSTOP)  # the layer's server stops answering: a lookup of `dev` hangs
+        now = [0.0]
+        cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
+        devs = cache.get(HostRoot(), init, 0)
+        # The root device comes from the text; /dev could not be had, so no node is named.
+        assert devs.root_dev == upper_dev and devs.nodes == {}
+        assert len(walks) == 1 and cache.stats.walks == 0 and cache.held_fds == 0
+        assert walks[0] >= devnames.WALK_TIMEOUT_S  # the child was killed at its deadline, not answered
+        # Until WALK_RETRY_S has passed, no further child for this container.
+        now[0] += devnames.WALK_RETRY_S / 2
+        assert cache.get(HostRoot(), init, 0).nodes == {} and len(walks) == 1
+        # The server answers again: the next try after WALK_RETRY_S names the node.
+        os.kill(srv.pid, signal.SIGCONT)
+        now[0] += devnames.WALK_RETRY_S
+        assert cache.get(HostRoot(), init, 0).nodes == {upper_dev: "xvdq"} and len(walks) == 2
+    finally:
+        _teardown(srv, proc, tmp_path)

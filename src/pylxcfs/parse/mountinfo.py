@@ -70,6 +70,22 @@ class Mount:
         return None
 
 
+def overlay_layer_dirs(m: Mount) -> list[str]:
+    """The directories an overlay mount is made of, as its superblock options name them: upperdir, workdir, each
+    lowerdir entry (":"-separated, "\\:" escaped) and each lowerdir+/datadir+ (Linux 6.7+), octal escapes decoded.
+    Text only: nothing is resolved."""
+    out: list[str] = []
+    for opt in m.super_options:
+        name, sep, value = opt.partition("=")
+        if not sep or not value:
+            continue
+        if name == "lowerdir":
+            out += [_unescape(p.replace("\\:", ":")) for p in re.split(r"(?<!\\):", value) if p]
+        elif name in ("upperdir", "workdir", "lowerdir+", "datadir+"):
+            out.append(_unescape(value))
+    return out
+
+
 def parse_mountinfo(text: str, source: str = "mountinfo") -> list[Mount]:
     """All mounts, in file order."""
     out: list[Mount] = []
