@@ -2,7 +2,7 @@
 
 Sources, first match wins, none of them asks an engine daemon:
 1. the hook's registry (/run/pylxcfs/containers/<id>.json, toolkit/registry.py): id and name, matched by the
-   init's pid and start time;
+   init's pid and start time (its engine comes from 2. or 3. when they name the same id);
 2. runc-style state roots (toolkit/discovery.py: runc, Docker, containerd, iSulad, crun), matched the same way;
    the root tells the engine;
 3. cgroup path conventions: `docker-<id>.scope` / `docker/<id>` (Docker), `libpod-<id>.scope` (podman),
@@ -80,7 +80,14 @@ class Identifier:
                 if not os.path.isdir(root):
                     continue
                 for c in discovery.scan_root(kind, root):
-                    if c.pid in self.by_pid:
+                    seen = self.by_pid.get(c.pid)
+                    if seen is not None:
+                        # A hook's record says who, not which engine; the engine's own state for the same id
+                        # and start (lxcfs-runc under containerd's CRI, a hooked Docker container) says which.
+                        ident = seen[1]
+                        if ident.engine == "oci-hook" and ident.id == c.id and seen[0] in (None, c.start_time):
+                            self.by_pid[c.pid] = (seen[0], Identity(ident.id, ident.name,
+                                                                    engine_of_root(kind, root), ident.source))
                         continue
                     self.by_pid[c.pid] = (c.start_time, Identity(c.id, None, engine_of_root(kind, root),
                                                                  "state-root"))

@@ -135,12 +135,13 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def build_oci_archive(rootfs_tar: Path, out: Path, ref: str = OCI_REF) -> Path:
+def build_oci_archive(rootfs_tar: Path, out: Path, ref: str = OCI_REF, cmd: Sequence[str] = ("sh",)) -> Path:
     """Wrap a rootfs tar into an OCI image-layout archive that `ctr images import` accepts (no registry).
 
     Layout per the OCI image spec: oci-layout, index.json -> manifest -> (config, one gzip layer). The config's
     diff_id is the digest of the UNcompressed layer (image-spec config.md), the manifest refers to the gzip blob.
-    containerd names the image from the io.containerd.image.name annotation of the index entry.
+    containerd names the image from the io.containerd.image.name annotation of the index entry. `cmd` is the
+    config's Cmd (what runs when the engine is given no command, e.g. a CRI pod's sandbox "pause" process).
     """
     raw = rootfs_tar.read_bytes()
     layer = gzip.compress(raw, mtime=0)
@@ -148,7 +149,7 @@ def build_oci_archive(rootfs_tar: Path, out: Path, ref: str = OCI_REF) -> Path:
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": [CONTAINER_PATH_ENV], "Cmd": ["sh"]},
+            "config": {"Env": [CONTAINER_PATH_ENV], "Cmd": list(cmd)},
             "rootfs": {"type": "layers", "diff_ids": [_digest(raw)]},
         }
     ).encode()

@@ -117,6 +117,41 @@ def test_identifier_prefers_registry_with_matching_start(tmp_path: Path) -> None
     assert (reused.id, reused.source) == ("ct9", "none")
 
 
+def test_identifier_takes_the_engine_from_its_state_root_for_a_hooked_container(tmp_path: Path) -> None:
+    """A hook's record (id, name) plus containerd's runc state for the same id and init: engine containerd.
+    The init is this test process (discovery checks that the pid lives with that start time)."""
+    pid = os.getpid()
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])  # field 22, starttime
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    root = tmp_path / "run" / "containerd" / "runc" / "k8s.io"
+
+    def record(cid: str) -> None:
+        rec = {"id": cid, "pid": pid, "start_time": ticks, "rootfs": None, "bundle": None, "name": "app",
+               "lxcfs_dir": "/x", "stage": "createRuntime", "registered_at": 1.0}
+        (reg / f"{cid}.json").write_text(json.dumps(rec))
+
+    def state(cid: str) -> None:
+        (root / cid).mkdir(parents=True)
+        (root / cid / "state.json").write_text(json.dumps({"init_process_pid": pid, "init_process_start": ticks,
+                                                           "config": {"rootfs": "/r"}}))
+
+    cid = "ab" * 32
+    record(cid)
+    state(cid)
+    hit = Identifier(str(reg), roots=[("runc", str(root))]).identify(pid, ticks, "/sys/fs/cgroup/memory/p/" + cid)
+    assert (hit.id, hit.name, hit.engine, hit.source) == (cid, "app", "containerd", "registry")
+    assert Identifier(str(reg), roots=[]).identify(pid, ticks, "/x/" + cid).engine == "oci-hook"
+    # Another id under the same pid in the state root (pid reuse, a stale record) does not lend its engine.
+    for p in (reg / f"{cid}.json", root / cid / "state.json"):
+        p.unlink()
+    (root / cid).rmdir()
+    record("web")
+    state("cd" * 32)
+    other = Identifier(str(reg), roots=[("runc", str(root))]).identify(pid, ticks, "/x/web")
+    assert (other.id, other.engine) == ("web", "oci-hook")
+
+
 def test_statusdir_paths_atomic_files_and_trim(tmp_path: Path) -> None:
     assert statusdir.status_dir_for("/run/pylxcfs.pid") == "/run/pylxcfs.status"
     assert statusdir.status_dir_for("/x/y/lock") == "/x/y/lock.status"
