@@ -100,16 +100,16 @@ def test_chunked_reads_at_arbitrary_offsets_reassemble(dispatcher: Dispatcher, r
     assert _read(dispatcher, fh, len(expected) + 10, 100) == b""
 
 
-def test_every_offset_zero_read_renders_for_the_reader(dispatcher: Dispatcher) -> None:
+def test_every_offset_zero_read_renders_for_the_reader(dispatcher: Dispatcher, renderer: FakeRenderer) -> None:
     # As the C lxcfs (and the kernel's seq_file files): the content is the READER's, rendered at each read at 0.
     _, fh_a, _ = _open(dispatcher, pid=1001)
     _, fh_b, _ = _open(dispatcher, pid=2002)
     a = _read(dispatcher, fh_a, 0, 1 << 20, pid=1001)
-    b = _read(dispatcher, fh_b, 0, 1 << 20, pid=3003)  # fd passed to another process: its own view
+    b = _read(dispatcher, fh_b, 0, 1000, pid=3003)  # fd passed to another process: its own view
     assert b"pid=1001 " in a and b"pid=2002" not in a
     assert b"pid=3003 " in b and b"pid=2002" not in b
     # reads at offset > 0 continue the handle's last offset-0 render, whoever asks
-    assert _read(dispatcher, fh_b, 100, 50, pid=1001) == b[100:150]
+    assert _read(dispatcher, fh_b, 1000, 50, pid=1001) == renderer.render("proc/meminfo", 3003)[1000:1050]
 
 
 class Ticking(FakeRenderer):
@@ -122,6 +122,36 @@ class Ticking(FakeRenderer):
     def render(self, path: str, caller_pid: int) -> bytes:
         self.gen += 1
         return b"".join(b"gen=%06d pid=%d line=%05d\n" % (self.gen, caller_pid, i) for i in range(400))
+
+
+def test_a_render_delivered_whole_keeps_only_its_length() -> None:
+    r = Ticking()
+    ops = Operations(r, handles=HandleTable(share_from=0))
+    fh = ops.open(MEMINFO, os.O_RDONLY, 9)
+    whole = ops.read(MEMINFO, fh, 0, 1 << 20, 9)  # cat, top, Python: the file fits one READ
+    assert whole.startswith(b"gen=000001 ") and ops.handles.content(fh) == len(whole)
+    assert ops.handles.distinct_buffers() == 0 and ops.handles.held_bytes == 0
+    assert ops.read(MEMINFO, fh, len(whole), 1 << 20, 9) == b"" and r.gen == 1  # the reader's EOF read
+    # a pread into the middle of a file it already got whole: a new render, as seq_file does off the read position
+    mid = ops.read(MEMINFO, fh, 100, 30, 9)
+    assert r.gen == 2 and mid == b"".join(b"gen=000002 pid=9 line=%05d\n" % i for i in range(400))[100:130]
+    assert ops.handles.held_bytes == len(whole)  # that read was partial: its render is kept for the continuation
+
+
+def test_partial_reads_past_the_byte_cap_are_refused_whole_reads_never(caplog: pytest.LogCaptureFixture) -> None:
+    r = Ticking()
+    size = len(r.render("proc/meminfo", 1))
+    d = Dispatcher(Operations(r, handles=HandleTable(share_from=0, max_bytes=2 * size)))
+    fhs = [_open(d, pid=1)[1] for _ in range(4)]
+    assert _read(d, fhs[0], 0, 100, pid=1) and _read(d, fhs[1], 0, 100, pid=1)  # two distinct renders kept
+    with caplog.at_level(logging.WARNING):
+        err, _ = split_reply(d.handle(request(P.Opcode.READ, read_body(fhs[2], 0, 100), MEMINFO, 1)))
+    assert err == -errno.ENOMEM and "ENOMEM" in caplog.text
+    assert len(_read(d, fhs[2], 0, 1 << 20, pid=1)) == size  # a whole read keeps nothing: served
+    assert _read(d, fhs[1], 100, 20, pid=1)  # the kept renders still serve their continuations
+    d.handle(request(P.Opcode.RELEASE, P.RELEASE_IN.pack(fhs[0], 0, 0, 0), MEMINFO))
+    assert _read(d, fhs[3], 0, 100, pid=1)  # room again after a release
+    assert d.ops.handles.held_bytes == 2 * size
 
 
 def test_pread_at_zero_is_fresh_and_later_offsets_continue_that_render() -> None:

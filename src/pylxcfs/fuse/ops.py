@@ -6,8 +6,9 @@ reads and maps every refusal to an errno through `FsError`, the only error path 
 rendering decisions and imports no FUSE binding.
 
 Reads behave as the kernel's seq_file files and the C lxcfs do (docs/design-fuse.md, "Reads"): every
-read at offset 0 renders afresh for the READING process and keeps the bytes under the handle; a read at
-offset > 0 continues that render (a reader never sees a mix of two snapshots); on a handle that never
+read at offset 0 renders afresh for the READING process; a read at offset > 0 continues that render (a
+reader never sees a mix of two snapshots: a render the reader got only part of is kept under the handle, one
+delivered whole by one READ keeps only its length, so its EOF read needs no bytes); on a handle that never
 rendered it renders first (as seq_file does), except for a handle opened through a previous worker, which
 may have been mid-read there: end-of-file. Pollers such as top and vmstat keep /proc/stat open and
 pread it from offset 0: each sample is new. open() renders nothing. The handle storage (and the
@@ -26,9 +27,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from pylxcfs.fuse.handles import HandleTable
+from pylxcfs.fuse.handles import HandlesFull, HandleTable
 from pylxcfs.fuse.protocol import FUSE_ROOT_ID, Attr
 from pylxcfs.hosttree import HostTree, bad_name
+from pylxcfs.log import RateLimited
 from pylxcfs.views.registry import directories
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,7 @@ class Operations:
         trees = renderer.tree_paths()
         self.tree = Tree(renderer.paths(), trees, {t: renderer.host_tree(t) for t in trees})
         self.handles = handles if handles is not None else HandleTable(salt)
+        self._full_warnings = RateLimited(log, 60.0)
 
     # -- metadata -------------------------------------------------------------------------------
     def attr_of(self, node: Node) -> Attr:
@@ -363,10 +366,11 @@ class Operations:
         return self.handles.new()
 
     def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
-        """Offset 0: render for the reader `pid`, keep it under the handle, return its head. Offset > 0: bytes
-        [offset, offset+size) of the handle's last offset-0 render (b"" at or past its end)."""
+        """Offset 0: render for the reader `pid` and return its head. Offset > 0: bytes [offset, offset+size) of
+        the handle's last offset-0 render (b"" at or past its end). ENOMEM when a partly read render cannot be
+        kept (fuse/handles.py: the byte cap)."""
         if offset == 0:
-            return self._render(ino, fh, pid)[:size]
+            return self._render(ino, fh, pid, 0, size)
         if offset < 0:
             raise FsError(errno.EINVAL, "negative offset")
         data = self.handles.content(fh)
@@ -376,17 +380,36 @@ class Operations:
             # answers a read at offset > 0 on an fd that never generated content.
             log.debug("foreign handle %#x read at %d: EOF", fh, offset)
             return b""
-        if not data:
-            # Our handle, never rendered (or rendered empty): a first read from the middle gets that part of a new
-            # render, as the kernel's seq_file does for a pread at a position it has not generated.
-            data = self._render(ino, fh, pid)
-        return data[offset:offset + size]
+        if isinstance(data, bytes):
+            if data:
+                return data[offset:offset + size]
+            # Our handle, never rendered: a first read from the middle gets that part of a new render, as the
+            # kernel's seq_file does for a pread at a position it has not generated.
+            return self._render(ino, fh, pid, offset, size)
+        if offset >= data:  # the last render was delivered whole; this is the reader's EOF read
+            return b""
+        # A pread into the middle of a file the reader already got whole in one READ: a new render, as seq_file
+        # does for a pread anywhere but where the last read ended (a sequential reader never gets here).
+        return self._render(ino, fh, pid, offset, size)
 
-    def _render(self, ino: int, fh: int, pid: int) -> bytes:
+    def _render(self, ino: int, fh: int, pid: int, offset: int, size: int) -> bytes:
+        """Render for `pid` (or pass the host file through), record it under the handle, return bytes
+        [offset, offset+size)."""
         node = self.tree.node(ino)  # a passthrough inode another worker handed out is found by a walk
         if node.is_dir:
             raise FsError(errno.EISDIR, node.path)
-        return self.handles.store(fh, self.content(node, pid))
+        data = self.content(node, pid)
+        end = offset + size
+        if end >= len(data):
+            self.handles.delivered(fh, len(data))  # the reader gets the rest whole: only the length is kept
+            return data[offset:] if offset else data
+        try:
+            data = self.handles.keep(fh, data)
+        except HandlesFull as e:
+            self._full_warnings.warning("full", "%s: refusing a partial read of %s by pid %d (ENOMEM)", e,
+                                        node.path, pid)
+            raise FsError(errno.ENOMEM, str(e)) from None
+        return data[offset:end]
 
     def release(self, fh: int) -> None:
         """Forget a handle (unknown handles are ignored: their owner may have been another worker)."""
