@@ -55,6 +55,7 @@ demo: install
 
 bench: install
 	$(VPY) -m bench.run
+	$(VPY) -m bench.handles_memory
 
 deb:
 	@bash tools/apt-ensure.sh $(APT_DEB)
