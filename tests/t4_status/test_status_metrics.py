@@ -177,6 +177,37 @@ def test_counters_move_by_exactly_n_reads(senv: SEnv) -> None:
     assert row_of(senv.status()[1], other.id) is not None or before_other == 0
 
 
+def test_files_mounted_from_another_daemon_are_stale(senv: SEnv) -> None:
+    """What a daemon restart leaves behind, made with two live daemons: the container's files come from daemon B's
+    mount, so daemon A's status says stale; `remount` from A makes them ok again. Mount ownership is read from the
+    container's own mount table (the FUSE device of each mount), compared with the device of A's mount point."""
+    ct = senv.run("stat-c")
+    ct.exec("grep", "^MemTotal:", "/proc/meminfo", check=True)
+    wait_for(lambda: meminfo_requests(senv.status()[1], ct.id) >= 1, 30, "a row for the container")
+    assert row_of(senv.status()[1], ct.id)["mounted"]["proc/meminfo"] == "ok"  # type: ignore[index]
+    other = C.start_daemon(senv.base / "lxcfs-b", workdir=senv.base)
+
+    def toolkit(lxcfs_dir: Path) -> None:
+        r = subprocess.run([str(C.VENV_BIN / "isulad-lxcfs-toolkit"), "--lxcfs-dir", str(lxcfs_dir), "--registry-dir",
+                            str(senv.registry), "remount", "--container-id", ct.id, "--no-procscan"],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env=dict(os.environ, PYLXCFS_STATE_ROOTS=""))
+        assert r.returncode == 0, r.stderr
+
+    try:
+        toolkit(other.mountpoint)
+        b_dev = f"{os.major(os.stat(other.mountpoint).st_dev)}:{os.minor(os.stat(other.mountpoint).st_dev)}"
+        devs = {m.dev for m in ct.host_mountinfo() if m.mountpoint == "/proc/meminfo" and m.is_lxcfs}
+        assert devs == {b_dev}, (devs, b_dev)  # independent of status: B's mount is the one in the container
+        files = row_of(senv.status()[1], ct.id)["mounted"]  # type: ignore[index]
+        assert files["proc/meminfo"] == "stale" and "ok" not in files.values(), files
+        toolkit(senv.lxcfs)
+        assert row_of(senv.status()[1], ct.id)["mounted"]["proc/meminfo"] == "ok"  # type: ignore[index]
+    finally:
+        other.stop()
+        ct.stop()
+
+
 def test_status_of_a_stopped_daemon_returns_and_says_hung(senv: SEnv) -> None:
     senv.daemon.sigstop()
     try:

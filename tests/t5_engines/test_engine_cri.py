@@ -138,8 +138,10 @@ def test_runtimeclass_handler_gives_the_pod_its_view(
     assert (containerd.runc_state_root / cid / "state.json").is_file()
     toolkit("umount", "--container-id", cid, "--no-procscan")
     eng.assert_host_view(view(), host_memtotal_kib=host_memtotal_kib(), host_cpus=host_cpus())
+    assert _status_row(lxcfs, toolkit, cid)["mounted"]["proc/meminfo"] == "missing"
     toolkit("remount", "--container-id", cid, "--no-procscan")
     eng.assert_virtualized(view(), memory_bytes=MEMORY, cpus=1, served=served_files)
+    assert _status_row(lxcfs, toolkit, cid)["mounted"]["proc/meminfo"] == "ok"
 
     containerd.remove_pod(sid)
     assert not (containerd.runc_state_root / cid).exists()
