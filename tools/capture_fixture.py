@@ -6,14 +6,15 @@ Usage (root, v1 or hybrid host):  .venv/bin/python tools/capture_fixture.py OUTD
 
 What it does:
 1. creates `pylxcfs-capture-<pid>` (1 GiB memory limit) with a child `ct` (512 MiB, memsw 768 MiB where swap
-   accounting exists) in the memory, cpu, cpuacct, cpuset and blkio v1 hierarchies;
+   accounting exists) in the memory, cpu, cpuacct, cpuset and blkio v1 hierarchies, and the same two groups in
+   the cgroup2 mount /sys/fs/cgroup/unified when the host has one (its "0::" line, where PSI lives);
 2. starts `unshare -p -f sh -c 'sleep 600 & wait'` inside `ct` (the sh is the namespace init; the sleep is a
    second member, used as the reading "caller"), lets it touch some page cache, then
 3. copies, reading each file to EOF: the host file of every view of the registry (views/registry.py),
    /proc/self/mountinfo (cgroup, cgroup2, proc, sysfs and the /sys/fs/cgroup tmpfs lines only), /proc/<pid>/
    {status,stat,cgroup} of the init, the caller and this tool (the "host" caller), and every readable file of
-   the container cgroup, its parent and each hierarchy root (memory, cpu, cpuacct, cpuset, blkio), plus the
-   cgroup2 root's cgroup.controllers;
+   the container cgroup, its parent and each hierarchy root (memory, cpu, cpuacct, cpuset, blkio, unified:
+   its {cpu,memory,io}.pressure among them), plus the cgroup2 root's cgroup.controllers;
 4. rewrites pids to stable synthetic ones (init 4242, caller 4243, the unshare parent 4200, this tool 100) and
    the cgroup parent's name to `lxc`, then removes its cgroups and processes.
 A MANIFEST.toml records kernel, arch, distro, layout, when/how, and the redactions.
@@ -37,7 +38,9 @@ from pylxcfs.views.registry import VIEW_PATHS
 
 CG = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
-CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio")
+# The v1 hierarchies, plus the hybrid host's cgroup2 mount (no controllers, but every group's pressure files).
+CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio", *(("unified",) if (CG / "unified/cgroup.procs").is_file()
+                                                                 else ()))
 INIT, CALLER, PARENT, TOOL = 4242, 4243, 4200, 100
 # The host files the views read: the host file of every registry row (same path), plus the host's own online list
 # (the CPU rows' selection reads it).

@@ -254,6 +254,18 @@ def unified_ubuntu22(root: Path) -> None:
         f"{ct}/cpu.max": "max 100000\n",
         f"{ct}/cgroup.procs": "4242\n4243\n",
         f"{ct}/cgroup.threads": "4242\n4243\n",
+        # PSI (psi.rst): 5.15 prints "full" for cpu too (since 5.13; always zero at the system level).
+        "proc/pressure/cpu": "some avg10=12.50 avg60=8.25 avg300=3.05 total=987654321\n"
+                             "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        "proc/pressure/memory": "some avg10=0.40 avg60=0.20 avg300=0.10 total=5550000\n"
+                                "full avg10=0.10 avg60=0.05 avg300=0.02 total=2220000\n",
+        "proc/pressure/io": "some avg10=1.00 avg60=0.90 avg300=0.80 total=44400000\n"
+                            "full avg10=0.50 avg60=0.45 avg300=0.40 total=33300000\n",
+        f"{ct}/cpu.pressure": "some avg10=45.07 avg60=30.00 avg300=9.99 total=30000000\n"
+                              "full avg10=20.01 avg60=10.00 avg300=3.33 total=12000000\n",
+        f"{ct}/memory.pressure": "some avg10=0.00 avg60=0.01 avg300=0.00 total=1234\n"
+                                 "full avg10=0.00 avg60=0.00 avg300=0.00 total=567\n",
+        # io.pressure deliberately absent for this group: the view must serve the host's /proc/pressure/io.
         # systemd container: init in ct2/init.scope
         "proc/5252/status": status(5252, 5200, (5252, 1), "systemd"),
         "proc/5252/stat": stat(5252, 5200, 300000, "systemd"),

@@ -45,6 +45,9 @@ class ContainerContext:
     cpuacct: CgroupDir | None  # CPU usage: v1 cpuacct.usage_percpu/cpuacct.stat; v2 cpu.stat
     cpuset: CgroupDir | None  # v1 cpuset.effective_cpus (or cpuset.cpus); v2 cpuset.cpus.effective
     blkio: CgroupDir | None  # v1 blkio.*; v2 io.stat
+    # The container's group in the cgroup2 (unified) hierarchy whatever the controllers: pure v2, or the
+    # hybrid "unified" mount. Its {cpu,memory,io}.pressure files (PSI) exist without any controller enabled.
+    unified: CgroupDir | None = None
 
 
 @dataclass(slots=True)

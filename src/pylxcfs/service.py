@@ -33,7 +33,7 @@ from pylxcfs.log import RateLimited
 from pylxcfs.parse.pid import parse_stat_starttime
 from pylxcfs.procs.resolve import PidResolver, Resolver
 from pylxcfs.stats import Stats
-from pylxcfs.views.registry import TREE_PATHS, TREES, VIEW_PATHS, VIEWS, ViewSpec
+from pylxcfs.views.registry import TREE_PATHS, TREES, VIEWS, ViewSpec
 
 TreeFilter = Callable[[ViewEnv, ContainerContext, Iterable[str]], frozenset[str]]
 
@@ -88,6 +88,9 @@ class Renderer:
         self.resolver: PidResolver = resolver if resolver is not None else Resolver(root)
         self.env = ViewEnv(root=root, opts=opts)
         self._producers, self._filters = load_registry()
+        # host_optional rows (proc/pressure/*) only where the host has the file, decided once here: the FUSE tree
+        # (and so every mount plan, which skips sources the daemon does not serve) follows this list.
+        self._paths = tuple(v.path for v in VIEWS if not v.host_optional or self._host_has(v.path))
         self._trees = {t: HostTree(self._host_abspath(t)) for t in TREE_PATHS}
         self._warnings = RateLimited(log, WARN_INTERVAL_S)
         self.fallbacks: dict[tuple[str, str], int] = {}  # (view path, reason) -> count, for tests and stats
@@ -98,8 +101,18 @@ class Renderer:
         self._closing = False
 
     def paths(self) -> tuple[str, ...]:
-        """Every virtual file path ("proc/meminfo", ...)."""
-        return VIEW_PATHS
+        """Every virtual file path served ("proc/meminfo", ...): the registry's rows, less host_optional rows whose
+        host file is missing or unreadable."""
+        return self._paths
+
+    def _host_has(self, path: str) -> bool:
+        """The host's file exists and reads (without PSI /proc/pressure is absent, with psi=0 reads fail)."""
+        try:
+            self.host_bytes(path)
+        except OSError as e:
+            log.info("%s: host file unavailable (%s); not served", path, e.strerror or e)
+            return False
+        return True
 
     def tree_paths(self) -> tuple[str, ...]:
         """Every per-container directory view ("sys/devices/system/cpu", ...)."""

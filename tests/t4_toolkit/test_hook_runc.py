@@ -5,6 +5,9 @@ toolkit's umount / remount / remount-twice on the same containers. Expectations 
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +33,42 @@ def _lxcfs_by_target(ct: C.Container) -> dict[str, list[C.MountEntry]]:
     return out
 
 
+_PSI = re.compile(r"^(some|full) avg10=\d+\.\d\d avg60=\d+\.\d\d avg300=\d+\.\d\d total=(\d+)$")
+
+
+def _psi_totals(text: str) -> dict[str, int]:
+    """Independent PSI parser (Documentation/accounting/psi.rst): kind -> total stall usec."""
+    out = {}
+    for line in text.splitlines():
+        m = _PSI.match(line)
+        assert m, f"not a PSI line: {line!r}"
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def _assert_pressure_is_the_groups(ct: C.Container) -> None:
+    """/proc/pressure/<res> in the container lies between its cgroup2 group's own <res>.pressure (read on the host
+    through the init's "0::" line) just before and just after; the host's system-wide cpu total is larger."""
+    line = next(ln for ln in Path(f"/proc/{ct.pid}/cgroup").read_text().splitlines() if ln.startswith("0::"))
+    group = Path("/sys/fs/cgroup/unified" + line[3:].rstrip("/"))
+    for res in ("cpu", "memory", "io"):
+        before = _psi_totals((group / f"{res}.pressure").read_text())
+        mine = _psi_totals(read_in(ct, f"/proc/pressure/{res}"))
+        after = _psi_totals((group / f"{res}.pressure").read_text())
+        assert set(mine) == set(before), (res, mine, before)
+        for kind in mine:
+            assert before[kind] <= mine[kind] <= after[kind], (res, kind, before, mine, after)
+    host = _psi_totals(Path("/proc/pressure/cpu").read_text())
+    assert host["some"] > _psi_totals((group / "cpu.pressure").read_text())["some"]
+
+
 def _assert_virtual(tenv: Env, ct: C.Container) -> None:
     views = served_views(tenv.lxcfs)
     assert "proc/meminfo" in views and "proc/cpuinfo" in views, views
+    # This host has PSI, so the daemon serves /proc/pressure and the hook binds it (docs/pressure-vmstat.md).
+    assert os.path.exists("/proc/pressure/cpu"), "this host's kernel has PSI (a prerequisite of this test)"
+    assert {"proc/pressure/cpu", "proc/pressure/memory", "proc/pressure/io"} <= set(views), views
+    _assert_pressure_is_the_groups(ct)
     assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     free = ct.exec("/usr/bin/free", "-m", check=True).stdout.splitlines()
     mem = next(ln for ln in free if ln.startswith("Mem:"))

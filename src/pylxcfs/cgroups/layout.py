@@ -110,7 +110,8 @@ def _join(h: Hierarchy, path: str) -> CgroupDir:
 
 def map_controllers(layout: CgroupLayout, lines: Iterable[CgroupLine]) -> dict[str, CgroupDir | None]:
     """Directory per meaning-level controller for a process whose /proc/<pid>/cgroup is `lines`.
-    On hybrid hosts the v1 controllers win; a controller found nowhere maps to None."""
+    On hybrid hosts the v1 controllers win; a controller found nowhere maps to None. The extra key "unified"
+    is the process's cgroup2 group (its "0::" line) on any host that mounts cgroup2, controllers or not."""
     v1_paths: dict[str, str] = {}
     v2_path: str | None = None
     for ln in lines:
@@ -132,4 +133,5 @@ def map_controllers(layout: CgroupLayout, lines: Iterable[CgroupLine]) -> dict[s
             out[meaning] = _join(u, v2_path)
         else:
             out[meaning] = None
+    out["unified"] = _join(u, v2_path) if u is not None and v2_path is not None else None
     return out

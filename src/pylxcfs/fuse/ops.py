@@ -124,7 +124,7 @@ class Tree:
 
     def __init__(self, file_paths: tuple[str, ...], tree_paths: tuple[str, ...] = (),
                  host_trees: dict[str, HostTree] | None = None) -> None:
-        dirs = directories()
+        dirs = directories(file_paths)  # a directory exists only for the files served (host_optional rows)
         files = set(file_paths)
         self.trees = tuple(sorted(tree_paths, key=len, reverse=True))
         self.host_trees = host_trees or {}

@@ -136,6 +136,7 @@ class Resolver:
             cpuacct=dirs["cpuacct"],
             cpuset=dirs["cpuset"],
             blkio=dirs["blkio"],
+            unified=dirs.get("unified"),
         )
 
     def _ns_of(self, pid: int) -> int:

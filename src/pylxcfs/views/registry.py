@@ -2,8 +2,10 @@
 
 A row is (path, module, function, arguments): the file at `path` is what
 `pylxcfs.views.<module>.<function>(env, ctx, *arguments)` returns, so several files rendered by one rule (the
-cpu lists online/possible/present/offline) are rows of one module, not copies of it. A `TreeSpec` row makes a
-directory a per-container view of the host directory of the same path: its entries are the host's (passed
+cpu lists online/possible/present/offline, the three /proc/pressure files) are rows of one module, not copies of
+it. A row marked `host_optional` is served only where the host has the file (the Renderer checks once at start),
+so a kernel without PSI gets no proc/pressure in our tree and no mount over its /proc/pressure. A `TreeSpec`
+row makes a directory a per-container view of the host directory of the same path: its entries are the host's (passed
 through read-only, symlinks included) except those the module's filter hides from the caller, and the file rows
 below it replace the host files of the same name.
 
@@ -25,6 +27,10 @@ class ViewSpec:
     module: str  # pylxcfs.views.<module>
     function: str = "produce"  # module.<function>(env: ViewEnv, ctx: ContainerContext, *args) -> str
     args: tuple[str, ...] = ()
+    # True: served only where the host has the file (/proc/pressure needs CONFIG_PSI and no psi=0), so the daemon's
+    # tree, and with it every mount plan that finds its sources there, leaves out a file the container's /proc
+    # would not have either. The Renderer decides once at start by reading the host file (service.py).
+    host_optional: bool = False
 
     @property
     def container_path(self) -> str:
@@ -56,6 +62,9 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec("proc/loadavg", "loadavg"),
     ViewSpec("proc/meminfo", "meminfo"),
     ViewSpec("proc/partitions", "partitions"),
+    ViewSpec("proc/pressure/cpu", "pressure", "produce_resource", ("cpu",), host_optional=True),
+    ViewSpec("proc/pressure/io", "pressure", "produce_resource", ("io",), host_optional=True),
+    ViewSpec("proc/pressure/memory", "pressure", "produce_resource", ("memory",), host_optional=True),
     ViewSpec("proc/stat", "stat"),
     ViewSpec("proc/swaps", "swaps"),
     ViewSpec("proc/uptime", "uptime"),
@@ -89,10 +98,11 @@ def bind_targets() -> tuple[tuple[str, bool], ...]:
     return tuple(sorted(out))
 
 
-def directories() -> dict[str, tuple[str, ...]]:
-    """Directory path ("" is the root) -> sorted child names of the static tree (files and trees' roots)."""
+def directories(paths: tuple[str, ...] = VIEW_PATHS) -> dict[str, tuple[str, ...]]:
+    """Directory path ("" is the root) -> sorted child names of the static tree (the files `paths`, default every
+    row, and the trees' roots). A directory exists only because a served file is in it (proc/pressure)."""
     tree: dict[str, set[str]] = {"": set()}
-    for path in (*VIEW_PATHS, *TREE_PATHS):
+    for path in (*paths, *TREE_PATHS):
         parts = path.split("/")
         for i in range(len(parts)):
             parent = "/".join(parts[:i])

@@ -224,6 +224,11 @@ echo "@@@ dev_node"; ls -l /dev/{io_disk}
 section cpu.stat.before "$cg/cpu.stat"
 section stat "$mnt/proc/stat"
 section cpu.stat.after "$cg/cpu.stat"
+for r in cpu memory io; do
+  section $r.pressure.before "$cg/$r.pressure"
+  section pressure_$r "$mnt/proc/pressure/$r"
+  section $r.pressure.after "$cg/$r.pressure"
+done
 section io.stat.before "$cg/io.stat"
 {reads}
 section io.stat.after "$cg/io.stat"

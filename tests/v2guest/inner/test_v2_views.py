@@ -211,3 +211,28 @@ def test_enable_cfs_counts_cpus_from_cpu_max(cfs_container: ContainerRun) -> Non
     assert re.findall(r"^processor\s*:\s*(\d+)\s*$", c["cfs.cpuinfo"], re.MULTILINE) == ["0"]
     assert c["cfs.online"].strip() == "0"
     assert _cpu_rows(c["cfs.stat"]) == ["cpu", "cpu0"]
+
+
+def _psi_totals(text: str) -> dict[str, int]:
+    """PSI lines (psi.rst: "some|full avg10=.. avg60=.. avg300=.. total=N") -> {kind: total usec}."""
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"(some|full) avg10=\d+\.\d\d avg60=\d+\.\d\d avg300=\d+\.\d\d total=(\d+)", line)
+        assert m, f"not a PSI line: {line!r}"
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+@pytest.mark.parametrize("resource", ["cpu", "memory", "io"])
+def test_pressure_is_the_groups(container: ContainerRun, resource: str) -> None:
+    # The container's {cpu,memory,io}.pressure read just before and after our /proc/pressure/<resource>: PSI
+    # totals only grow, so ours lie between them; the host's system-wide file would not (checked for cpu).
+    before = _psi_totals(container[f"{resource}.pressure.before"])
+    after = _psi_totals(container[f"{resource}.pressure.after"])
+    mine = _psi_totals(container[f"pressure_{resource}"])
+    assert set(mine) == set(before) == {"some", "full"}  # 6.1: cpu has a "full" line too (since 5.13)
+    for kind in mine:
+        assert before[kind] <= mine[kind] <= after[kind], (resource, kind, before, mine, after)
+    if resource == "cpu":
+        host = _psi_totals(Path("/proc/pressure/cpu").read_text())
+        assert host["some"] > after["some"], "the host's cpu pressure must be distinguishable from the group's"
