@@ -20,7 +20,7 @@ APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc 
 APT_DEB := python3-venv mmdebstrap
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-run apt-run apt-test run test lint unit bench demo clean deb deb-test
+.PHONY: install install-run apt-run apt-test run test lint unit bench bench-quick demo clean deb deb-test
 
 apt-run:
 	@bash tools/apt-ensure.sh $(APT_RUN)
@@ -54,8 +54,10 @@ demo: install
 	bash tools/demo.sh
 
 bench: install
-	$(VPY) -m bench.run
-	$(VPY) -m bench.handles_memory
+	$(VPY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: install
+	$(VPY) -m bench.run --quick $(BENCH_ARGS)
 
 deb:
 	@bash tools/apt-ensure.sh $(APT_DEB)

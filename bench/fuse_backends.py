@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import OUT, REPO, build_reader
+from bench.harness import OUT, REPO, build_reader
 
 
 def mounted(mnt: Path) -> bool:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import OUT, REPO, Daemon, join_prefix, make_cgroups, memory_kib, remove_cgroups, start, stop
+from bench.harness import OUT, REPO, Daemon, join_prefix, make_cgroups, memory_kib, remove_cgroups, start, stop
 
 # (file, how each handle is read once: "" not read, "whole" one pread of 64 KiB, "part" one pread of 100 bytes)
 REGIMES = (("proc/cpuinfo", ""), ("proc/cpuinfo", "whole"), ("proc/cpuinfo", "part"), ("proc/stat", "whole"),

@@ -1,20 +1,25 @@
-"""`make bench`: pylxcfs against the C lxcfs, side by side, every virtual file.
+"""`make bench`: pylxcfs against the C lxcfs, side by side, every virtual file, in several regimes.
 
-What it does (issue 5):
+What it does:
 1. Builds bench/reader.c (open -> read to EOF -> close in a loop, P forked processes released together).
 2. Creates a limited v1 cgroup set (memory 1 GiB, cpuset 0, cpu, cpuacct, blkio) owned by the benchmark.
-3. Starts the C lxcfs (Debian package `lxcfs`) and pylxcfs on two temporary mount points, both with -l.
-4. Pinned phase: EVERY thread of every process of both daemons (checked by reading each thread's affinity
-   back, before and after the phase) and the reader on CPU 0; interleaved rounds (per round, every file on
-   both daemons back to back, orders shuffled); per file the medians and ranges of opens/s and the ratio
-   pylxcfs/lxcfs as the median of the per-round ratios. Unpinned phase: the same with 4 concurrent readers.
-5. Memory of every process of each daemon (pylxcfs: supervisor, worker, watchdog) as RSS and PSS; reader
-   cost with 1, 100 and 1000 live container-like pid namespaces (each in its own cgroups, having read the
-   files once, so per-namespace caches and the loadavg samplers are populated); the daemons' CPU use while
-   idle with those namespaces alive (the loadavg samplers' cost, both daemons run with -l).
+3. Starts the C lxcfs (Debian package `lxcfs`, on PATH) and pylxcfs (its default worker pool, or --workers N) on
+   two temporary mount points, both with -l.
+4. Speed, as opens+read+close per second, every file, in interleaved rounds (per round every file on both
+   daemons back to back, orders shuffled; the ratio pylxcfs/lxcfs is the median of the per-round ratios):
+   - pinned: EVERY thread of every process of both daemons (read back before and after) and one reader on CPU 0;
+   - unpinned, 1/2/4/8 containers: daemons on all CPUs, one reader in each of N containers (own pid namespace,
+     own child cgroups, cpuset = all CPUs), all released at the same instant (bench/load.py); aggregate opens/s.
+5. Fairness: another container's open+read latency (median, p99) unloaded and during a 48-process flood from
+   one container, both daemons (bench/load.py).
+6. Memory of every process of each daemon (pylxcfs: supervisor, every worker, watchdog, sysinfo agent if
+   running) as RSS and PSS: at rest, after the speed phases, with 1, 100 and 1000 live container-like pid
+   namespaces (each in its own cgroups, having read the files once, so per-namespace caches and the loadavg
+   samplers are populated; also the reader cost and the daemons' idle CPU there), and with 40,000 open handles
+   (bench/handles_memory.py).
 Every reader runs in the limited cgroups and in its own pid namespace, so both daemons see a container.
 Results: tables on stdout, bench/out/results.md and bench/out/results.json (every sample). Nothing here
-asserts a speed; this is a measurement. Default run: about 3 minutes on 2 CPUs; --quick: ~15 s smoke run.
+asserts a speed; this is a measurement. Default run: about 6 minutes on 2 CPUs; --quick: about 1 minute.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -33,293 +37,39 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench import handles_memory, load
+from bench.harness import (
+    OUT,
+    REPO,
+    Daemon,
+    build_reader,
+    check_pinned,
+    child_cgroups,
+    children,
+    cpu_seconds,
+    give_disk_stats,
+    join_prefix,
+    kill_members,
+    make_cgroups,
+    memory_kib,
+    pin,
+    remove_cgroups,
+    run_reader,
+    start,
+    stop,
+)
 from pylxcfs.views.registry import VIEW_PATHS
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-OUT = HERE / "out"
-CG = "/sys/fs/cgroup"
-CONTROLLERS = ("memory", "cpuset", "cpu", "cpuacct", "blkio")
 FILES = VIEW_PATHS  # every file of the registry (views/registry.py)
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                out += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-    return out
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-@dataclass
-class Daemon:
-    name: str
-    mnt: Path
-    proc: subprocess.Popen[bytes]
-
-    def tree(self) -> list[int]:
-        """The daemon's pid and its descendants (pylxcfs: the supervisor and its worker, which serves)."""
-        out = [self.proc.pid]
-        frontier = [self.proc.pid]
-        while frontier:
-            kids = _children(frontier.pop())
-            out += kids
-            frontier += kids
-        return out
-
-    def watchdogs(self) -> list[int]:
-        """Processes of this daemon that are nobody's child: pylxcfs's double-forked watchdog, a `sh` named
-        pylxcfs-watchdog whose arguments name this daemon's private mount point (so it cannot be another's)."""
-        out = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.proc.pid or _ppid(int(name)) != 1:
-                continue
-            args = _cmdline(int(name)).split(b"\0")
-            if args[0] == b"pylxcfs-watchdog" and os.fsencode(str(self.mnt)) in args:
-                out.append(int(name))
-        return out
-
-    def roles(self) -> dict[int, str]:
-        """Every process of the daemon with its role."""
-        out: dict[int, str] = {}
-        for pid in self.tree():
-            cmd = _cmdline(pid)
-            if pid == self.proc.pid:
-                out[pid] = "supervisor" if self.name == "pylxcfs" else "main"
-            elif b"pylxcfs.fuse.wire" in cmd:
-                out[pid] = "worker"
-            else:
-                out[pid] = "child"
-        for pid in self.watchdogs():
-            out[pid] = "watchdog"
-        return out
-
-
-def build_reader() -> Path:
-    OUT.mkdir(exist_ok=True)
-    exe = OUT / "reader"
-    if not exe.exists() or exe.stat().st_mtime < (HERE / "reader.c").stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "reader.c")], check=True)
-    return exe
-
-
-def make_cgroups(name: str) -> dict[str, Path]:
-    dirs = {}
-    for c in CONTROLLERS:
-        d = Path(CG, c, name)
-        d.mkdir(exist_ok=True)
-        dirs[c] = d
-    (dirs["memory"] / "memory.limit_in_bytes").write_text(str(1 << 30))
-    (dirs["cpuset"] / "cpuset.mems").write_text(Path(CG, "cpuset", "cpuset.mems").read_text().strip())
-    (dirs["cpuset"] / "cpuset.cpus").write_text("0")
-    return dirs
-
-
-def disk_of(path: Path) -> str | None:
-    """MAJ:MIN of the whole disk holding `path` (its partition's parent), None on a virtual device."""
-    dev = os.stat(path).st_dev
-    sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    if not sysdir.exists():
-        return None  # overlayfs, tmpfs...: anonymous device, no block statistics
-    if (sysdir / "partition").exists():
-        sysdir = sysdir.resolve().parent
-    return (sysdir / "dev").read_text().strip()
-
-
-def give_disk_stats(dirs: dict[str, Path], tmp: Path) -> str:
-    """Make the container's blkio cgroup account I/O, so diskstats shows rendered rows rather than nothing:
-    on blk-mq v1 only blk-throttle accounts per cgroup, and only for devices with a rule, so set a rule
-    that never throttles (1 TiB/s) on the disk holding `tmp`, then do 1 MiB of O_DIRECT I/O in the cgroup.
-    (The C lxcfs 5.0 reads the CFQ files only and serves the host's diskstats on this kernel either way.)"""
-    disk = disk_of(tmp)
-    if disk is None:
-        return "no block device under the temp dir: the container has no disk statistics"
-    (dirs["blkio"] / "blkio.throttle.read_bps_device").write_text(f"{disk} {1 << 40}")
-    f = tmp / "io"
-    sh = (f"{join_prefix(dirs)}; dd if=/dev/zero of={f} bs=64k count=16 oflag=direct status=none && "
-          f"dd if={f} of=/dev/null bs=64k iflag=direct status=none")
-    subprocess.run(["sh", "-c", sh], check=True)
-    f.unlink()
-    return f"throttle rule (1 TiB/s) on {disk}; 1 MiB O_DIRECT write+read done in the container's cgroup"
-
-
-def child_cgroups(parent: dict[str, Path], name: str) -> dict[str, Path]:
-    dirs = {}
-    for c, p in parent.items():
-        d = p / name
-        d.mkdir(exist_ok=True)
-        dirs[c] = d
-    (dirs["cpuset"] / "cpuset.mems").write_text((parent["cpuset"] / "cpuset.mems").read_text().strip())
-    (dirs["cpuset"] / "cpuset.cpus").write_text("0")
-    return dirs
-
-
-def remove_cgroups(dirs: dict[str, Path]) -> None:
-    for d in dirs.values():
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            kill_members(sub)
-            with contextlib.suppress(OSError):
-                sub.rmdir()
-        kill_members(d)
-        for _ in range(50):
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
-
-
-def kill_members(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        for pid in (d / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-
-
-def join_prefix(dirs: dict[str, Path]) -> str:
-    """Shell that moves itself into every cgroup of `dirs` (the exec'd program inherits them)."""
-    return "; ".join(f"echo $$ > {d}/cgroup.procs" for d in dirs.values())
-
-
-def start(name: str, argv: list[str], mnt: Path) -> Daemon:
-    mnt.mkdir(parents=True, exist_ok=True)
-    log = open(OUT / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the daemon
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not os.path.ismount(mnt):
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with {proc.returncode}; see {OUT / (name + '.log')}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{name} did not mount {mnt} in 20 s")
-        time.sleep(0.05)
-    return Daemon(name, mnt, proc)
-
-
-def stop(d: Daemon) -> None:
-    if d.proc.poll() is None:
-        d.proc.send_signal(signal.SIGTERM)
-        try:
-            d.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            d.proc.kill()
-            d.proc.wait()
-    if os.path.ismount(d.mnt):
-        subprocess.run(["umount", "-l", str(d.mnt)], check=False)
-
-
-def _tids(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return []
-
-
-def pin(d: Daemon, cpus: set[int]) -> dict[str, object]:
-    """Pin EVERY thread of every process of the daemon (serving ones, the supervisor, the watchdog) to `cpus`,
-    then read each thread's Cpus_allowed_list back. Threads created later inherit the mask of their creator
-    (lxcfs's libfuse grows its thread pool on demand), so this holds for the whole phase; `check_pinned`
-    verifies it again at the end. Returns what was pinned, for the report."""
-    pinned = 0
-    for pid in d.roles():
-        for tid in _tids(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(tid, cpus)
-                pinned += 1
-    bad = check_pinned(d, cpus)
-    if bad:
-        raise SystemExit(f"{d.name}: threads not pinned to {sorted(cpus)}: {bad}")
-    return {"processes": len(d.roles()), "threads": pinned}
-
-
-def check_pinned(d: Daemon, cpus: set[int]) -> list[str]:
-    """Threads of the daemon whose affinity is not exactly `cpus` (empty = all pinned)."""
-    bad = []
-    for pid, role in d.roles().items():
-        for tid in _tids(pid):
-            with contextlib.suppress(ProcessLookupError):
-                if os.sched_getaffinity(tid) != cpus:
-                    bad.append(f"{role} {pid} thread {tid}: {sorted(os.sched_getaffinity(tid))}")
-    return bad
-
-
-def run_reader(reader: Path, dirs: dict[str, Path], path: Path, opens: int, procs: int, cpus: str | None) -> float:
-    pin_cmd = f"taskset -c {cpus} " if cpus else ""
-    sh = f"{join_prefix(dirs)}; exec unshare --pid --fork {pin_cmd}{reader} -n {opens} -p {procs} {path}"
-    res = subprocess.run(["sh", "-c", sh], capture_output=True, text=True, check=False)
-    m = re.search(r"ops=([\d.]+) .*errors=(\d+)", res.stdout)
-    if res.returncode != 0 or not m:
-        raise SystemExit(f"reader failed on {path}: {res.stdout} {res.stderr}")
-    if int(m.group(2)):
-        raise SystemExit(f"reader saw {m.group(2)} errors on {path}")
-    return float(m.group(1))
-
-
-def _status_kib(pid: int, key: str, fname: str = "status") -> int:
-    try:
-        m = re.search(rf"^{key}:\s+(\d+) kB", Path(f"/proc/{pid}/{fname}").read_text(), re.M)
-    except OSError:
-        return 0
-    return int(m.group(1)) if m else 0
-
-
-def memory_kib(d: Daemon) -> dict[str, object]:
-    """Resident memory of every process of the daemon, by role.
-
-    What counts (decided in bench/RESULTS.md): the daemon is ALL its processes, the serving worker, the
-    supervisor that holds the connection and the watchdog that unmounts after a crash. The figure held
-    against the 40 MB goal is `pss_all`, the sum of their PSS (proportional set size: a page shared by k
-    processes counts 1/k in each), i.e. what the machine gets back when the daemon exits. `rss_all` (plain
-    sum of VmRSS) counts each shared page (libpython, the CoW pages the watchdog shares with the supervisor)
-    once per process and is printed alongside, as is `rss_serving` (supervisor + worker, the lead's first
-    figure)."""
-    procs = []
-    for pid, role in sorted(d.roles().items()):
-        procs.append({"pid": pid, "role": role, "rss_kib": _status_kib(pid, "VmRSS"),
-                      "pss_kib": _status_kib(pid, "Pss", "smaps_rollup"),
-                      "anon_kib": _status_kib(pid, "RssAnon")})
-    return {
-        "processes": procs,
-        "rss_all": sum(int(str(p["rss_kib"])) for p in procs),
-        "pss_all": sum(int(str(p["pss_kib"])) for p in procs),
-        "rss_serving": sum(int(str(p["rss_kib"])) for p in procs if p["role"] != "watchdog"),
-    }
-
-
-def cpu_seconds(d: Daemon) -> float:
-    """User + system CPU of every process (all threads) of the daemon, including reaped children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in d.roles():
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
-    return total
-
-
+CONTAINERS = 8  # container cgroup sets created for the concurrent regimes (the largest N)
+FAIR_FILE = "proc/meminfo"
 Results = dict[str, dict[str, list[float]]]
 
 
-def phase(reader: Path, dirs: dict[str, Path], daemons: list[Daemon], rounds: int, opens: int,
-          procs: int, cpus: str | None) -> Results:
+def phase(daemons: list[Daemon], rounds: int, measure: Callable[[Daemon, str], float], label: str) -> Results:
     """Interleaved rounds: in every round each file is measured on both daemons back to back (file order and
     daemon order shuffled per round), so slow drifts of the shared machine hit both sides of a ratio alike."""
     results: Results = {f: {d.name: [] for d in daemons} for f in FILES}
@@ -331,8 +81,8 @@ def phase(reader: Path, dirs: dict[str, Path], daemons: list[Daemon], rounds: in
             order = [d for d in daemons if (d.mnt / f).exists()]
             random.shuffle(order)
             for d in order:
-                results[f][d.name].append(run_reader(reader, dirs, d.mnt / f, opens, procs, cpus))
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
+                results[f][d.name].append(measure(d, f))
+        print(f"  {label}: round {r + 1}/{rounds} done", file=sys.stderr)
     return results
 
 
@@ -359,8 +109,8 @@ def summarize(results: Results) -> list[dict[str, object]]:
 
 def _ns_ready(p: subprocess.Popen[bytes]) -> bool:
     """The namespace's init (grandchild: sh -> unshare -> sh) has done its reads and exec'd sleep."""
-    for kid in _children(p.pid):
-        for init in _children(kid) or [kid]:
+    for kid in children(p.pid):
+        for init in children(kid) or [kid]:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{init}/comm").read_text().strip() == "sleep":
                     return True
@@ -394,8 +144,8 @@ def namespaces(n: int, parent: dict[str, Path], mnts: list[Path], tag: str) -> I
         yield {"setup_s": round(time.monotonic() - t0, 1)}
     finally:
         for p in procs:
-            for kid in _children(p.pid):
-                for init in _children(kid):
+            for kid in children(p.pid):
+                for init in children(kid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(init, signal.SIGKILL)
             p.kill()
@@ -470,22 +220,93 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+
+def fmt_ratios(regimes: dict[str, list[dict[str, object]]]) -> str:
+    """One line per file, one column per regime: the median per-round ratio pylxcfs/lxcfs."""
+    names = list(regimes)
+    lines = ["### pylxcfs/lxcfs per file and regime (median of per-round ratios; > 1 = pylxcfs faster)", "",
+             "| file | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    by_file: dict[str, dict[str, object]] = {}
+    for name, rows in regimes.items():
+        for r in rows:
+            by_file.setdefault(str(r["file"]), {})[name] = r["ratio"]
+    below: list[str] = []
+    for f, cols in by_file.items():
+        cells = []
+        for name in names:
+            v = cols.get(name)
+            if not isinstance(v, float):
+                cells.append("-")
+                continue
+            cells.append(f"{v:.2f}x" if v >= 1.0 else f"**{v:.2f}x**")
+            if v < 1.0:
+                below.append(f"{f} ({name}, {v:.2f}x)")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    lines.append("\nBelow 1.0x (bold): " + ("; ".join(below) if below else "none"))
+    return "\n".join(lines)
+
+
+def fmt_memory_summary(rows: dict[str, dict[str, dict[str, object]]], goal_note: str) -> str:
+    """RSS/PSS of all processes of each daemon at each point of the run."""
+    points = list(next(iter(rows.values())))
+    lines = ["### Memory of all processes (RSS / PSS, KiB)", "",
+             "| daemon | processes | " + " | ".join(points) + " |", "|---|---|" + "---:|" * len(points)]
+    for name, by in rows.items():
+        rest = by[points[0]]
+        procs = rest["processes"]
+        assert isinstance(procs, list)
+        roles: dict[str, int] = {}
+        for p in procs:
+            roles[str(p["role"])] = roles.get(str(p["role"]), 0) + 1
+        who = ", ".join(f"{n} {r}" for r, n in sorted(roles.items()))
+        lines.append(f"| {name} | {who} | " + " | ".join(f"{m['rss_all']} / {m['pss_all']}" for m in by.values())
+                     + " |")
+    lines.append(f"\n{goal_note}")
+    return "\n".join(lines)
+
+
+def _in_containers(reader: Path, cts: list[dict[str, Path]], each: int) -> Callable[[Daemon, str], float]:
+    def measure(d: Daemon, f: str) -> float:
+        return load.concurrent(reader, cts, d.mnt / f, each)
+    return measure
+
+
+def _supports(flag: str) -> bool:
+    res = subprocess.run([str(REPO / ".venv/bin/pylxcfs"), "--help"], capture_output=True, text=True, check=False)
+    return flag in res.stdout
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--opens", type=int, default=3000, help="opens per reader process per measurement")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--opens", type=int, default=3000, help="opens per measurement (split over the containers)")
+    ap.add_argument("--containers", default="1,2,4,8", help="concurrent regimes: readers in N containers")
     ap.add_argument("--ns-counts", default="1,100,1000")
-    ap.add_argument("--idle-seconds", type=float, default=20.0)
-    ap.add_argument("--quick", action="store_true", help="1 round, fewer opens, namespaces 1,10 (smoke run)")
-    ap.add_argument("--skip-scaling", action="store_true", help="only the pinned/unpinned tables and memory")
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--handles", type=int, default=40000)
+    ap.add_argument("--fairness-samples", type=int, default=500)
+    ap.add_argument("--fairness-reps", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="pylxcfs --workers N (default: pylxcfs's own)")
+    ap.add_argument("--quick", action="store_true", help="1 round, fewer opens/handles/samples (smoke run)")
+    ap.add_argument("--skip-scaling", action="store_true", help="no namespace scaling")
+    ap.add_argument("--skip-handles", action="store_true", help="no open-handles memory")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.opens, args.ns_counts, args.idle_seconds = 1, 500, "1,10", 3.0
+        args.rounds, args.opens, args.ns_counts, args.idle_seconds = 1, 600, "1,10", 2.0
+        args.handles, args.fairness_samples, args.fairness_reps = 4000, 200, 1
     if os.geteuid() != 0:
         raise SystemExit("make bench needs root (cgroups, FUSE mounts, pid namespaces)")
     lxcfs_bin = shutil.which("lxcfs")
     if not lxcfs_bin:
         raise SystemExit("the C lxcfs is not installed (Debian package lxcfs; `make install` installs it)")
+    py_extra: list[str] = []
+    if args.workers is not None:
+        if not _supports("--workers"):
+            raise SystemExit("this pylxcfs has no --workers (single worker): run without --workers")
+        py_extra = ["--workers", str(args.workers)]
+    counts = [int(x) for x in args.containers.split(",")]
+    if max(counts) > CONTAINERS or min(counts) < 1:
+        raise SystemExit(f"--containers: 1..{CONTAINERS}")
     reader = build_reader()
     tag = f"pylxcfs-bench-{os.getpid()}"
     tmp = Path(tempfile.mkdtemp(prefix="pylxcfs-bench-"))
@@ -498,15 +319,24 @@ def main() -> int:
         "python": platform.python_version(),
         "lxcfs_version": subprocess.run(["dpkg-query", "-W", "-f=${Version}", "lxcfs"], capture_output=True,
                                         text=True).stdout or "unknown",
+        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip() or "unknown",
         "args": vars(args), "loadavg_start": _loadavg(),
     }
     one, allcpus = {0}, set(range(os.cpu_count() or 1))
+    all_list = f"0-{max(allcpus)}"
+    memory: dict[str, dict[str, dict[str, object]]] = {}
+    regimes: dict[str, list[dict[str, object]]] = {}
+    served: dict[str, dict[str, dict[str, int]]] = {}
+    report["bytes_served"] = served
+    scaling: list[dict[str, object]] = []
+    fair: dict[str, dict[str, object]] = {}
+    handles: dict[str, dict[str, object]] = {}
     try:
         daemons.append(start("lxcfs", [lxcfs_bin, "-f", "-l", "-p", str(tmp / "lxcfs.pid"), str(tmp / "c")], tmp / "c"))
-        daemons.append(start("pylxcfs", [str(REPO / ".venv/bin/pylxcfs"), "-f", "-l", "-p", str(tmp / "py.pid"),
-                                         str(tmp / "py")], tmp / "py"))
+        daemons.append(start("pylxcfs", [str(REPO / ".venv/bin/pylxcfs"), "-f", "-l", *py_extra,
+                                         "-p", str(tmp / "py.pid"), str(tmp / "py")], tmp / "py"))
         time.sleep(0.5)
-        report["processes"] = {d.name: {str(k): v for k, v in d.roles().items()} for d in daemons}
         report["disk_stats"] = give_disk_stats(dirs, tmp)
         # sanity: both daemons see the reader as a 1 GiB container
         for d in daemons:
@@ -516,30 +346,42 @@ def main() -> int:
             print(f"{d.name}: {head}  processes {d.roles()}", file=sys.stderr)
             if "1048576 kB" not in head:
                 raise SystemExit(f"{d.name} does not see the reader as a 1 GiB container: {head}")
-        served: dict[str, dict[str, dict[str, int]]] = {}
-        report["bytes_served"] = served
+        time.sleep(1.0)
+        report["processes"] = {d.name: {str(k): v for k, v in d.roles().items()} for d in daemons}
+        for d in daemons:
+            memory[d.name] = {"at rest": memory_kib(d)}
+
         served["pinned"] = bytes_served(daemons, dirs)
-        print("pinned phase (daemons and reader on CPU 0, 1 reader)", file=sys.stderr)
+        print("pinned regime (daemons and reader on CPU 0, 1 reader)", file=sys.stderr)
         report["pinned"] = {d.name: pin(d, one) for d in daemons}
-        pinned = summarize(phase(reader, dirs, daemons, args.rounds, args.opens, 1, "0"))
+        regimes["pinned, 1 reader"] = summarize(phase(
+            daemons, args.rounds, lambda d, f: run_reader(reader, dirs, d.mnt / f, args.opens, 1, "0"), "pinned"))
         for d in daemons:
             bad = check_pinned(d, one)
             if bad:
                 raise SystemExit(f"{d.name}: threads escaped the pinning during the phase: {bad}")
-        print("unpinned phase (4 readers)", file=sys.stderr)
-        for d in daemons:
             pin(d, allcpus)
-        # Truly unpinned: the container's cpuset is widened to every CPU for this phase (its cpuinfo, stat and
-        # online then show all CPUs, on both daemons alike), so readers and daemons share the whole machine.
-        (dirs["cpuset"] / "cpuset.cpus").write_text(f"0-{max(allcpus)}")
-        served["unpinned"] = bytes_served(daemons, dirs)
-        unpinned = summarize(phase(reader, dirs, daemons, args.rounds, max(args.opens // 2, 100), 4, None))
-        (dirs["cpuset"] / "cpuset.cpus").write_text("0")
-        report["pinned_1_reader"] = pinned
-        report["unpinned_4_readers"] = unpinned
-        report["memory_after_phases"] = {d.name: memory_kib(d) for d in daemons}
 
-        scaling = []
+        # Unpinned: the containers' cpusets are every CPU (cpuinfo, stat and online then show all CPUs, on both
+        # daemons alike), so readers and daemons share the whole machine.
+        (dirs["cpuset"] / "cpuset.cpus").write_text(all_list)
+        cts = [child_cgroups(dirs, f"ct{i}", all_list) for i in range(CONTAINERS)]
+        for c in cts:  # each container did some I/O of its own, so diskstats has its rows on pylxcfs
+            give_disk_stats(c, tmp)
+        served["unpinned"] = bytes_served(daemons, cts[0])
+        for n in counts:
+            label = f"unpinned, {n} container{'s' if n > 1 else ''}"
+            each = max(args.opens // n, 250)
+            print(f"{label} ({each} opens each)", file=sys.stderr)
+            regimes[label] = summarize(phase(daemons, args.rounds, _in_containers(reader, cts[:n], each), label))
+        print(f"fairness: a victim container during a {load.FLOOD_PROCS}-process flood", file=sys.stderr)
+        fair = load.fairness(reader, daemons, cts[0], cts[1], FAIR_FILE, args.fairness_samples, args.fairness_reps)
+        for c in cts:
+            (c["cpuset"] / "cpuset.cpus").write_text("0")
+        (dirs["cpuset"] / "cpuset.cpus").write_text("0")
+        for d in daemons:
+            memory[d.name]["after the speed phases"] = memory_kib(d)
+
         for n in [] if args.skip_scaling else [int(x) for x in args.ns_counts.split(",")]:
             print(f"namespace scaling: {n} live pid namespaces", file=sys.stderr)
             with namespaces(n, dirs, [d.mnt for d in daemons], f"ns{n}-") as info:
@@ -561,9 +403,18 @@ def main() -> int:
                     used = cpu_seconds(d) - before[d.name]
                     row[f"{d.name}_idle_cpu_pct"] = round(100 * used / dt, 2)
                 row["memory"] = {d.name: memory_kib(d) for d in daemons}
+                for d in daemons:
+                    memory[d.name][f"{n} namespaces"] = row["memory"][d.name]  # type: ignore[index]
                 scaling.append(row)
                 print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "memory"), file=sys.stderr)
-        report["namespace_scaling"] = scaling
+
+        if not args.skip_handles:
+            print(f"memory with {args.handles} open handles", file=sys.stderr)
+            handles = handles_memory.measure(daemons, dirs, args.handles)
+            for d in daemons:
+                worst = max((v for k, v in handles[d.name].items() if k != "rest" and not k.startswith("after")
+                             and isinstance(v, dict)), key=lambda m: int(str(m["pss_all"])))
+                memory[d.name][f"{args.handles} handles (worst regime)"] = worst
     finally:
         for d in daemons:
             stop(d)
@@ -571,24 +422,33 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     report["loadavg_end"] = _loadavg()
     report["duration_s"] = round(time.monotonic() - t_start)
+    report["regimes"] = regimes
+    report["fairness"] = fair
+    report["memory"] = memory
+    report["namespace_scaling"] = scaling
+    report["handles"] = handles
 
-    mem = report["memory_after_phases"]
-    sizes = report["bytes_served"]
-    assert isinstance(mem, dict) and isinstance(sizes, dict)
+    workers = sum(1 for r in d_roles(report, "pylxcfs") if r == "worker")
     out = [
         f"Machine: {report['machine']} ({report['cpu_model']}), {report['cpus']} CPUs, kernel {report['kernel']}, "
-        f"Python {report['python']}, lxcfs {report['lxcfs_version']}; {report['date']}; "
-        f"{args.rounds} rounds x {args.opens} opens; host loadavg {report['loadavg_start']} at start, "
-        f"{report['loadavg_end']} at end; {report['duration_s']} s. diskstats: {report['disk_stats']}",
+        f"Python {report['python']}, lxcfs {report['lxcfs_version']}; pylxcfs {report['commit']} with {workers} "
+        f"worker(s); {report['date']}; {args.rounds} rounds x {args.opens} opens; host loadavg "
+        f"{report['loadavg_start']} at start, {report['loadavg_end']} at end; {report['duration_s']} s. "
+        f"diskstats: {report['disk_stats']}",
         "",
-        fmt_table(pinned, "1 reader; daemons (every thread) and reader pinned to CPU 0; opens+read+close per second",
-                  sizes["pinned"]),
+        fmt_ratios(regimes),
         "",
-        fmt_table(unpinned, "4 concurrent readers; daemons and readers unpinned (container cpuset = all CPUs)",
-                  sizes["unpinned"]),
+        fmt_fairness_or_none(fair, args),
         "",
-        fmt_memory(mem, "Memory after the two phases (held against the goal: pylxcfs PSS of all processes)"),
+        fmt_memory_summary(memory, "All processes of each daemon (pylxcfs: supervisor, workers, watchdog, sysinfo "
+                           "agent if running); PSS counts a page shared by k processes 1/k in each. Goal for "
+                           "pylxcfs: PSS <= 40 MB (40960 KiB) with the default pool."),
     ]
+    for name, rows in regimes.items():
+        sizes = served["pinned" if name.startswith("pinned") else "unpinned"]
+        out += ["", fmt_table(rows, f"{name}: opens+read+close per second (aggregate over the containers)", sizes)]
+    rest = {d: by["at rest"] for d, by in memory.items()}
+    out += ["", fmt_memory(rest, "Memory at rest, per process")]
     if scaling:
         out += ["", "### Live container-like pid namespaces (each read meminfo+loadavg once; -l on both daemons)", "",
                 "| namespaces | lxcfs us/read | pylxcfs us/read | lxcfs idle CPU % | pylxcfs idle CPU % "
@@ -603,12 +463,23 @@ def main() -> int:
                        f"| {m['pylxcfs']['rss_all']}/{m['pylxcfs']['pss_all']} |")
         out.append(f"\nidle CPU = CPU time of all the daemon's processes over {args.idle_seconds:g} s with no reader "
                    "running (the loadavg sampler's cost); us/read = 1e6 / median opens/s of meminfo, pinned.")
+    if handles:
+        out += ["", handles_memory.fmt(handles, args.handles)]
     text = "\n".join(out)
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=2))
     (OUT / "results.md").write_text(text + "\n")
     print("\n" + text)
     return 0
+
+
+def d_roles(report: dict[str, object], name: str) -> list[str]:
+    procs = report.get("processes")
+    return list(procs.get(name, {}).values()) if isinstance(procs, dict) else []
+
+
+def fmt_fairness_or_none(fair: dict[str, dict[str, object]], args: argparse.Namespace) -> str:
+    return load.fmt_fairness(fair, FAIR_FILE, args.fairness_samples, args.fairness_reps) if fair else ""
 
 
 if __name__ == "__main__":
