@@ -1,26 +1,34 @@
-"""Helpers for the cpu tests: fixture hosts under tests/fixtures/cpu/<id>/ and hand-built contexts."""
+"""Helpers for the cpu tests: the fixture hosts of tests/support/hosts.py and hand-built contexts.
+
+The cpu hosts are x86_64-hybrid-debian12-cpu and arm64-unified (several cgroups each, for hand-built contexts);
+other architectures' /proc/cpuinfo samples are the proc/cpuinfo of their hosts (CPUINFO maps a sample name to it)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import pytest
 
 from pylxcfs.context import CgroupDir, ContainerContext, ViewEnv, ViewOptions
 from pylxcfs.hostfs import HostRoot
+from support.hosts import HOSTS, check_golden, host_root
 
-TESTS = Path(__file__).resolve().parents[1]
-FIXTURES = TESTS / "fixtures"
-CPU_HOSTS = FIXTURES / "cpu"
-CPUINFO = FIXTURES / "cpuinfo"
-GOLDEN = TESTS / "golden" / "cpu"
-UPDATE_GOLDEN = os.environ.get("PYLXCFS_UPDATE_GOLDEN") == "1"
+__all__ = ["CPUINFO", "CPU_HOSTS", "HOSTS", "X86_CPU", "check_golden", "env_of", "root_of", "v1_ctx", "v2_ctx"]
+
+CPU_HOSTS = HOSTS
+X86_CPU = "x86_64-hybrid-debian12-cpu"  # this machine's cpuinfo, synthetic cpu cgroups (its MANIFEST.toml)
+# /proc/cpuinfo samples by name -> the host tree holding each (MANIFEST.toml of each says where it comes from).
+CPUINFO: dict[str, Path] = {
+    name: HOSTS / host / "proc" / "cpuinfo"
+    for name, host in {
+        "x86_64.txt": X86_CPU, "arm64.txt": "arm64-unified", "arm64-compat32.txt": "arm64-compat32",
+        "arm-legacy.txt": "armv7-legacy", "ppc64le.txt": "ppc64le-power9", "s390x.txt": "s390x-z15",
+        "s390x-noblocks.txt": "s390x-z15-noblocks",
+    }.items()
+}
 
 
 def root_of(host: str) -> HostRoot:
     """HostRoot over a fixture tree."""
-    return HostRoot.from_dir(CPU_HOSTS / host)
+    return host_root(host)
 
 
 def env_of(host: str, *, enable_cfs: bool = False) -> ViewEnv:
@@ -47,14 +55,3 @@ def v2_ctx(root: HostRoot, rel: str, start_ticks: int = 500) -> ContainerContext
     d = CgroupDir(root.cgroup_path(rel), True, root.cgroup)
     return ContainerContext(caller_pid=77, init_pid=77, init_start_ticks=start_ticks, memory=d, cpu=d,
                             cpuacct=d, cpuset=d, blkio=d)
-
-
-def check_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/cpu/<name>; PYLXCFS_UPDATE_GOLDEN=1 rewrites it (review the diff!)."""
-    path = GOLDEN / name
-    if UPDATE_GOLDEN:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    if not path.exists():
-        pytest.fail(f"missing golden {path}; run with PYLXCFS_UPDATE_GOLDEN=1 and review it")
-    assert text == path.read_text()

@@ -12,9 +12,9 @@ from pylxcfs.cgroups.cpu import cfs_cpu_count, cpu_bandwidth, cpu_usage, effecti
 from pylxcfs.context import CgroupDir
 from pylxcfs.errors import CgroupUnavailable, ParseError
 
-from .conftest import root_of
+from .conftest import X86_CPU, root_of
 
-X86 = root_of("x86_64-hybrid-debian12")
+X86 = root_of(X86_CPU)
 ARM = root_of("arm64-unified")
 
 

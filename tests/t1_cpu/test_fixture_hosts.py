@@ -8,10 +8,10 @@ from pylxcfs.context import ViewOptions
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.service import Renderer
 
-from .conftest import FIXTURES
+from .conftest import HOSTS
 from .test_views_cpuinfo import oracle
 
-HOST = FIXTURES / "hosts" / "x86_64-hybrid-debian12"
+HOST = HOSTS / "x86_64-hybrid-debian12"
 
 
 def renderer(enable_cfs: bool = False) -> Renderer:

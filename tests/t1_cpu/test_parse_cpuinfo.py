@@ -21,7 +21,7 @@ ARCH_FILES = {
 
 
 def load(name: str) -> str:
-    return (CPUINFO / name).read_text()
+    return CPUINFO[name].read_text()
 
 
 def unparse(info: CpuInfo) -> str:

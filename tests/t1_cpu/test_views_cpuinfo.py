@@ -15,7 +15,7 @@ from pylxcfs.parse.cpuinfo import parse_cpuinfo
 from pylxcfs.views import cpuinfo
 from pylxcfs.views.cpuinfo import compile_cpuinfo, render_cpuinfo
 
-from .conftest import CPU_HOSTS, CPUINFO, check_golden, env_of, v1_ctx, v2_ctx
+from .conftest import CPU_HOSTS, CPUINFO, X86_CPU, check_golden, env_of, v1_ctx, v2_ctx
 
 FIXED = {"siblings": "1", "core id": "0", "cpu cores": "1"}
 
@@ -53,19 +53,19 @@ def oracle(text: str, shown: list[int]) -> str:
 
 
 def render(name: str, shown: list[int]) -> str:
-    return render_cpuinfo(compile_cpuinfo(parse_cpuinfo((CPUINFO / name).read_text())), shown)
+    return render_cpuinfo(compile_cpuinfo(parse_cpuinfo(CPUINFO[name].read_text())), shown)
 
 
 @pytest.mark.parametrize("name", ["x86_64.txt", "arm64.txt", "arm64-compat32.txt", "arm-legacy.txt", "ppc64le.txt"])
 @pytest.mark.parametrize("shown", [[0], [1], [0, 1], [1, 0], [3], [1, 3], [0, 1, 2, 3], [9]])
 def test_matches_line_oracle(name: str, shown: list[int]) -> None:
-    text = (CPUINFO / name).read_text()
+    text = CPUINFO[name].read_text()
     assert render(name, shown) == oracle(text, shown)
 
 
 def test_arm64_all_cpus_is_host_file() -> None:
     # arm64 has no topology lines: showing every CPU in order must reproduce the host file byte for byte
-    text = (CPUINFO / "arm64.txt").read_text()
+    text = CPUINFO["arm64.txt"].read_text()
     assert render("arm64.txt", [0, 1, 2, 3]) == text
 
 
@@ -77,7 +77,7 @@ def test_x86_seed_topology_rule() -> None:
     assert re.findall(r"^core id\t\t: (\d+)$", out, re.M) == ["0"]
     assert re.findall(r"^cpu cores\t: (\d+)$", out, re.M) == ["1"]
     assert "apicid\t\t: 1\n" in out  # the block really is host CPU 1's (apicid is not rewritten)
-    check_golden("x86_64-cpu1.txt", out)
+    check_golden(X86_CPU, "cpuinfo", out)  # its container ct has cpuset 1
 
 
 def test_ppc64le_trailer_kept_after_blocks() -> None:
@@ -85,7 +85,7 @@ def test_ppc64le_trailer_kept_after_blocks() -> None:
     assert out.startswith("processor\t: 0\ncpu\t\t: POWER9") and out.count("processor\t:") == 1
     assert out.endswith("\n\ntimebase\t: 512000000\nplatform\t: pSeries\nmodel\t\t: IBM,9009-22A\n"
                         "machine\t\t: CHRP IBM,9009-22A\nMMU\t\t: Radix\n")
-    check_golden("ppc64le-cpu2.txt", out)
+    check_golden("ppc64le-power9", "cpuinfo", out)  # its container ct has cpuset 2
 
 
 def test_arm_legacy_preamble_and_hardware_kept() -> None:
@@ -111,7 +111,7 @@ def test_s390x_header_and_blocks_renumbered() -> None:
     assert re.findall(r"^core id         : (\d+)$", out, re.M) == ["0", "0"]
     assert any(ln.startswith("facilities") for ln in lines) and any(ln.startswith("cache5") for ln in lines)
     assert "\n\n\n" not in out and out.endswith("cpu MHz static  : 5200\n")
-    check_golden("s390x-cpu1,3.txt", out)
+    check_golden("s390x-z15", "cpuinfo", out)  # its container ct has cpuset 1,3
 
 
 def test_s390x_first_cpu_only_ends_like_kernel() -> None:
@@ -122,7 +122,7 @@ def test_s390x_first_cpu_only_ends_like_kernel() -> None:
 
 
 def test_s390x_all_cpus_is_host_file_but_topology() -> None:
-    text = (CPUINFO / "s390x.txt").read_text()
+    text = CPUINFO["s390x.txt"].read_text()
     out = render("s390x.txt", [0, 1, 2, 3])
     assert out.count("\n") == text.count("\n")
     diff = [(a, b) for a, b in zip(text.split("\n"), out.split("\n"), strict=True) if a != b]
@@ -139,28 +139,30 @@ def test_s390x_without_blocks() -> None:
 # ------------------------------------------------------------------------------------------ produce()
 
 def test_produce_v1_fixture_host() -> None:
-    env = env_of("x86_64-hybrid-debian12")
+    env = env_of(X86_CPU)
     out = cpuinfo.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct"))
-    assert out == oracle((CPU_HOSTS / "x86_64-hybrid-debian12/proc/cpuinfo").read_text(), [1])
+    assert out == oracle((CPU_HOSTS / X86_CPU / "proc/cpuinfo").read_text(), [1])
+    check_golden(X86_CPU, "cpuinfo", out)
 
 
 def test_produce_v2_fixture_host_and_cfs() -> None:
     text = (CPU_HOSTS / "arm64-unified/proc/cpuinfo").read_text()
     env = env_of("arm64-unified")
     assert cpuinfo.produce(env, v2_ctx(env.root, "ct")) == oracle(text, [0, 2, 3])
+    check_golden("arm64-unified", "cpuinfo", oracle(text, [0, 2, 3]))  # the host's container is in ct
     env = env_of("arm64-unified", enable_cfs=True)  # cpu.max 150000 100000 -> 2 CPUs
     assert cpuinfo.produce(env, v2_ctx(env.root, "ct")) == oracle(text, [0, 2])
 
 
 def test_produce_cfs_v1_half_cpu() -> None:
-    env = env_of("x86_64-hybrid-debian12", enable_cfs=True)
+    env = env_of(X86_CPU, enable_cfs=True)
     out = cpuinfo.produce(env, v1_ctx(env.root, cpuset="wide", cpu="a/tight", cpuacct="wide"))
     assert out.count("processor\t:") == 1
 
 
 def test_cache_reparses_when_host_file_changes(tmp_path: Path) -> None:
     dst = tmp_path / "h"
-    shutil.copytree(CPU_HOSTS / "x86_64-hybrid-debian12", dst)
+    shutil.copytree(CPU_HOSTS / X86_CPU, dst)
     env = ViewEnv(root=HostRoot.from_dir(dst), opts=ViewOptions())
     ctx = v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct")
     first = cpuinfo.produce(env, ctx)

@@ -12,10 +12,11 @@ from pylxcfs.context import ViewEnv, ViewOptions
 from pylxcfs.errors import CgroupUnavailable
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.views import stat
+from support.hosts import golden_path
 
-from .conftest import CPU_HOSTS, env_of, v1_ctx, v2_ctx
+from .conftest import CPU_HOSTS, X86_CPU, env_of, v1_ctx, v2_ctx
 
-X86 = "x86_64-hybrid-debian12"
+X86 = X86_CPU
 ARM = "arm64-unified"
 
 
@@ -41,6 +42,8 @@ def test_v1_single_cpu() -> None:
     env = env_of(X86)
     out = stat.produce(env, v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct"))
     assert out == expect(X86, ["cpu1 456 0 123 12494 0 0 0 0 0 0"], X86_BTIME)
+    # the host's container (MANIFEST: init 4242 in cpuset/cpu/cpuacct ct) renders this through the registry golden
+    assert golden_path(X86, "proc/stat").read_text() == out
 
 
 def test_v1_two_cpus_per_cpu_usage() -> None:
@@ -86,6 +89,7 @@ def test_v2_even_split() -> None:
     out = stat.produce(env, v2_ctx(env.root, "ct"))
     assert out == expect(ARM, ["cpu0 101 0 67 10000 0 0 0 0 0 0", "cpu2 100 0 66 10000 0 0 0 0 0 0",
                                "cpu3 100 0 66 10444 0 0 0 0 0 0"], 1700000000)
+    assert golden_path(ARM, "proc/stat").read_text() == out  # the host's container is in ct
 
 
 def test_v2_cfs_cap() -> None:

@@ -1,27 +1,26 @@
-"""Helpers for the disks tests: fixture hosts under tests/fixtures/disks/<id>/ and their contexts."""
+"""Helpers for the disks tests: the disk fixture hosts of tests/support/hosts.py and their contexts."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pylxcfs.context import CgroupDir, ContainerContext
 from pylxcfs.hostfs import HostRoot
+from support.hosts import GOLDEN, host_root
+from support.hosts import HOSTS as FIXTURES
 
-TESTS = Path(__file__).resolve().parents[1]
-FIXTURES = TESTS / "fixtures" / "disks"
-GOLDEN = TESTS / "golden" / "disks"  # tests/golden/disks/<host>/{diskstats,partitions}.txt
+# Trees: tests/fixtures/hosts/<host>/; goldens: tests/golden/<host>/{diskstats,partitions}.txt.
+__all__ = ["FIXTURES", "GOLDEN", "HOSTS", "fixture_ctx", "fixture_root"]
 
 # host id -> (container init pid, blkio/io cgroup relative to the cgroup root, v2)
 HOSTS: dict[str, tuple[int, str, bool]] = {
-    "x86_64-legacy-centos7": (4242, "blkio/docker/ct1", False),
+    "x86_64-legacy-centos7-disks": (4242, "blkio/docker/ct1", False),
     "x86_64-hybrid-debian12-disks": (31337, "blkio/pylxcfs/ct", False),
     "x86_64-unified-ubuntu20": (777, "system.slice/docker-abc.scope", True),
 }
 
 
 def fixture_root(host: str) -> HostRoot:
-    """HostRoot over a fixture tree (is_real_procfs False)."""
-    return HostRoot.from_dir(FIXTURES / host)
+    """HostRoot over a fixture tree."""
+    return host_root(host)
 
 
 def fixture_ctx(host: str) -> ContainerContext:

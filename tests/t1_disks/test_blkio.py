@@ -23,7 +23,7 @@ def _blkio(host: str) -> CgroupDir:
 
 
 def test_cfq_recursive_files() -> None:
-    c = io_counters(_blkio("x86_64-legacy-centos7"))
+    c = io_counters(_blkio("x86_64-legacy-centos7-disks"))
     assert set(c) == {(8, 0), (8, 16), (8, 32)}
     sda = c[(8, 0)]
     assert (sda.reads, sda.writes, sda.read_merged, sda.write_merged) == (120, 340, 3, 44)
@@ -64,13 +64,13 @@ def test_flat_throttle_files_when_recursive_absent(tmp_path: Path) -> None:
 
 def test_cfq_without_optional_time_files(tmp_path: Path) -> None:
     keep = ("blkio.io_serviced_recursive", "blkio.io_service_bytes_recursive")
-    cg = _copy_cg(tmp_path, "x86_64-legacy-centos7", keep)
+    cg = _copy_cg(tmp_path, "x86_64-legacy-centos7-disks", keep)
     c = io_counters(cg)[(8, 32)]
     assert (c.reads, c.writes, c.read_bytes, c.read_merged, c.read_time_ns, c.io_time_ns) == (55, 21, 225280, 0, 0, 0)
 
 
 def test_serviced_without_bytes_is_not_a_source(tmp_path: Path) -> None:
-    cg = _copy_cg(tmp_path, "x86_64-legacy-centos7", ("blkio.io_serviced_recursive",))
+    cg = _copy_cg(tmp_path, "x86_64-legacy-centos7-disks", ("blkio.io_serviced_recursive",))
     with pytest.raises(CgroupUnavailable):
         io_counters(cg)
 

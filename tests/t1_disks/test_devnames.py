@@ -158,7 +158,7 @@ def test_fixture_convention_only_on_fixture_trees() -> None:
 
 
 def test_root_on_partition_promoted_to_disk() -> None:
-    got = scan_container_devices(fixture_root("x86_64-legacy-centos7"), 4242)
+    got = scan_container_devices(fixture_root("x86_64-legacy-centos7-disks"), 4242)
     assert got.root_dev == (8, 2) and got.root_disk == (8, 0)
     assert got.nodes == {(8, 32): "xvdc"}  # mapper/ subdir and the disk-link symlink are ignored
 

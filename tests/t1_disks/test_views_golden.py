@@ -14,6 +14,7 @@ from pylxcfs.devnames import ContainerDevices
 from pylxcfs.parse.diskstats import DiskstatsLine
 from pylxcfs.views import diskstats, partitions
 from pylxcfs.views.diskstats import counter_fields, diskstats_names, render_diskstats
+from support.hosts import manifest
 
 from .conftest import FIXTURES, GOLDEN, HOSTS, fixture_ctx, fixture_root
 
@@ -33,9 +34,9 @@ def test_partitions_golden(host: str) -> None:
 def test_diskstats_without_blkio_cgroup_raises() -> None:
     import dataclasses
 
-    ctx = dataclasses.replace(fixture_ctx("x86_64-legacy-centos7"), blkio=None)
+    ctx = dataclasses.replace(fixture_ctx("x86_64-legacy-centos7-disks"), blkio=None)
     with pytest.raises(Exception, match="blkio"):
-        diskstats.produce(ViewEnv(root=fixture_root("x86_64-legacy-centos7"), opts=ViewOptions()), ctx)
+        diskstats.produce(ViewEnv(root=fixture_root("x86_64-legacy-centos7-disks"), opts=ViewOptions()), ctx)
 
 
 C = IoCounters(reads=1, read_merged=2, read_bytes=1536, read_time_ns=3_999_999, writes=4, write_merged=5,
@@ -73,7 +74,7 @@ def test_root_disk_named_sda_even_with_its_own_node() -> None:
     assert partitions.partitions_names(devs) == {(254, 0): "vda", (254, 2): "sda", (7, 0): "xvdb"}
 
 
-CALLERS = {"x86_64-legacy-centos7": 4243, "x86_64-hybrid-debian12-disks": 31338, "x86_64-unified-ubuntu20": 778}
+CALLERS = {h: manifest(h)["container_caller_pid"] for h in HOSTS}  # 4243, 31338, 778
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
@@ -101,7 +102,7 @@ def test_renderer_falls_back_to_host_file_without_statistics(tmp_path: Path) -> 
     from pylxcfs.hostfs import HostRoot
     from pylxcfs.service import Renderer
 
-    host = "x86_64-legacy-centos7"
+    host = "x86_64-legacy-centos7-disks"
     tree = tmp_path / host
     shutil.copytree(FIXTURES / host, tree, symlinks=True)
     for f in (tree / "sys/fs/cgroup/blkio/docker/ct1").iterdir():

@@ -4,7 +4,6 @@ MANIFEST.toml files), independent of the golden files; plus fallback behaviour a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +15,9 @@ from pylxcfs.parse.meminfo import parse_meminfo
 from pylxcfs.service import Renderer, ViewOptions
 from pylxcfs.views.meminfo import render_meminfo
 from pylxcfs.views.uptime import render_uptime
+from support.hosts import container_hosts, golden_path, manifest
 
-from .conftest import HOSTS
+from .conftest import GOLDEN, HOSTS
 
 MiB_KB = 1024
 
@@ -152,6 +152,14 @@ def test_loadavg_first_read_with_l() -> None:
     assert _render("x86_64-legacy-centos7", "proc/loadavg", enable_loadavg=True)[0] == "0.00 0.00 0.00 0/1 4242\n"
 
 
+@pytest.mark.parametrize("host", [h for h in container_hosts() if golden_path(h, "loadavg").exists()])
+def test_loadavg_goldens_are_first_reads(host: str) -> None:
+    # The golden harness renders with -l on a fresh Renderer: no sampler pass yet, so zero averages, 0 running of
+    # 1 (the init counted until the first pass) and the init as last pid (views/loadavg.py LoadNode defaults).
+    want = f"0.00 0.00 0.00 0/1 {manifest(host)['container_init_pid']}\n"
+    assert golden_path(host, "loadavg").read_text() == want
+
+
 # ---------------------------------------------------------------- properties
 
 HOST_TEXT = (HOSTS / "x86_64-unified-ubuntu22/proc/meminfo").read_text()
@@ -186,6 +194,5 @@ def test_meminfo_never_negative_and_keeps_every_host_key(limit: int | None, usag
 
 def test_golden_dir_has_no_strays() -> None:
     # every golden this area writes has a fixture host
-    for d in (Path(__file__).resolve().parents[1] / "golden").iterdir():
-        if (d / "meminfo.txt").exists():
-            assert (HOSTS / d.name).is_dir(), d
+    for d in GOLDEN.iterdir():
+        assert (HOSTS / d.name).is_dir(), d

@@ -4,7 +4,7 @@ Role: cut the host's cpuinfo into the pieces the cpuinfo view filters and renumb
 every piece so that a render of all CPUs reproduces the host file exactly. The architecture is detected from
 the content (never from uname: a fixture tree may come from another machine).
 
-Layouts handled (kernel sources named; fixtures in tests/fixtures/cpuinfo/):
+Layouts handled (kernel sources named; samples in tests/fixtures/hosts/<arch host>/proc/cpuinfo):
 - x86_64 (arch/x86/kernel/cpu/proc.c show_cpuinfo): one block per CPU, starting "processor\\t: N", ending
   with a blank line; topology lines "physical id", "siblings", "core id", "cpu cores".
 - arm64 (arch/arm64/kernel/cpuinfo.c c_show): blocks "processor\\t: N" / BogoMIPS / Features / CPU implementer /
