@@ -222,6 +222,67 @@ def common_procs(uptime: str, init_start: int, caller_state: str = "S") -> dict[
     }
 
 
+# /proc/vmstat (mm/vmstat.c vmstat_text order). 5.15: the node and zone counters, the thresholds, then events.
+# Values are the host's: large, and several (numa_*, pgalloc_*, pgfree, compaction) with no cgroup counterpart.
+_VMSTAT_515_KEYS = (
+    "nr_free_pages 801234", "nr_zone_inactive_anon 120000", "nr_zone_active_anon 260000",
+    "nr_zone_inactive_file 700000", "nr_zone_active_file 900000", "nr_zone_unevictable 1024",
+    "nr_zone_write_pending 321", "nr_mlock 1024", "nr_bounce 0", "nr_zspages 0", "nr_free_cma 0",
+    "numa_hit 987654321", "numa_miss 0", "numa_foreign 0", "numa_interleave 4321", "numa_local 987654321",
+    "numa_other 0", "nr_inactive_anon 120000", "nr_active_anon 260000", "nr_inactive_file 700000",
+    "nr_active_file 900000", "nr_unevictable 1024", "nr_slab_reclaimable 90000", "nr_slab_unreclaimable 40000",
+    "nr_isolated_anon 0", "nr_isolated_file 0", "workingset_nodes 5000", "workingset_refault_anon 1200",
+    "workingset_refault_file 345678", "workingset_activate_anon 300", "workingset_activate_file 23456",
+    "workingset_restore_anon 100", "workingset_restore_file 12345", "workingset_nodereclaim 0",
+    "nr_anon_pages 350000", "nr_mapped 120000", "nr_file_pages 1650000", "nr_dirty 300", "nr_writeback 21",
+    "nr_writeback_temp 0", "nr_shmem 50000", "nr_shmem_hugepages 0", "nr_shmem_pmdmapped 0",
+    "nr_file_hugepages 0", "nr_file_pmdmapped 0", "nr_anon_transparent_hugepages 40", "nr_vmscan_write 2000",
+    "nr_vmscan_immediate_reclaim 10", "nr_dirtied 9876543", "nr_written 9765432", "nr_kernel_misc_reclaimable 0",
+    "nr_foll_pin_acquired 0", "nr_foll_pin_released 0", "nr_kernel_stack 16384", "nr_page_table_pages 9000",
+    "nr_swapcached 1500", "nr_dirty_threshold 380000", "nr_dirty_background_threshold 190000",
+    "pgpgin 123456789", "pgpgout 98765432", "pswpin 24000", "pswpout 48000", "pgalloc_dma 0",
+    "pgalloc_dma32 1234567", "pgalloc_normal 987654321", "pgalloc_movable 0", "allocstall_dma 0",
+    "allocstall_dma32 0", "allocstall_normal 12", "allocstall_movable 0", "pgskip_dma 0", "pgskip_dma32 0",
+    "pgskip_normal 0", "pgskip_movable 0", "pgfree 990000000", "pgactivate 4567890", "pgdeactivate 345678",
+    "pglazyfree 0", "pgfault 876543210", "pgmajfault 45678", "pglazyfreed 0", "pgrefill 456789",
+    "pgreuse 3456789", "pgsteal_kswapd 567890", "pgsteal_direct 1234", "pgscan_kswapd 678901",
+    "pgscan_direct 2345", "pgscan_direct_throttle 0", "pgscan_anon 12345", "pgscan_file 668901",
+    "pgsteal_anon 2345", "pgsteal_file 566779", "zone_reclaim_failed 0", "pginodesteal 0",
+    "slabs_scanned 123456", "kswapd_inodesteal 0", "kswapd_low_wmark_hit_quickly 10",
+    "kswapd_high_wmark_hit_quickly 5", "pageoutrun 100", "pgrotated 1000", "drop_pagecache 0", "drop_slab 0",
+    "oom_kill 2", "pgmigrate_success 0", "pgmigrate_fail 0", "compact_stall 0", "compact_fail 0",
+    "compact_success 0", "htlb_buddy_alloc_success 0", "htlb_buddy_alloc_fail 0", "unevictable_pgs_culled 1024",
+    "unevictable_pgs_scanned 0", "unevictable_pgs_rescued 0", "unevictable_pgs_mlocked 1024",
+    "unevictable_pgs_munlocked 0", "unevictable_pgs_cleared 0", "unevictable_pgs_stranded 0",
+    "thp_fault_alloc 4000", "thp_fault_fallback 10", "thp_collapse_alloc 300", "thp_split_page 5",
+    "thp_zero_page_alloc 1", "balloon_inflate 0", "balloon_deflate 0", "balloon_migrate 0", "swap_ra 3000",
+    "swap_ra_hit 2000", "direct_map_level2_splits 300", "direct_map_level3_splits 4", "nr_unstable 0",
+)
+VMSTAT_515 = "".join(f"{kv}\n" for kv in _VMSTAT_515_KEYS)
+# 3.10 (RHEL 7): no node/zone split, no workingset_*_anon (refault counts were not split), pgscan per zone.
+VMSTAT_310 = "".join(f"{kv}\n" for kv in (
+    "nr_free_pages 1801234", "nr_alloc_batch 1234", "nr_inactive_anon 120000", "nr_active_anon 260000",
+    "nr_inactive_file 700000", "nr_active_file 900000", "nr_unevictable 0", "nr_mlock 0", "nr_anon_pages 350000",
+    "nr_mapped 120000", "nr_file_pages 1650000", "nr_dirty 300", "nr_writeback 0", "nr_slab_reclaimable 90000",
+    "nr_slab_unreclaimable 40000", "nr_page_table_pages 9000", "nr_kernel_stack 1024", "nr_unstable 0",
+    "nr_bounce 0", "nr_vmscan_write 0", "nr_vmscan_immediate_reclaim 0", "nr_writeback_temp 0",
+    "nr_isolated_anon 0", "nr_isolated_file 0", "nr_shmem 50000", "nr_dirtied 9876543", "nr_written 9765432",
+    "numa_hit 987654321", "numa_miss 0", "numa_foreign 0", "numa_interleave 4321", "numa_local 987654321",
+    "numa_other 0", "workingset_refault 34567", "workingset_activate 2345", "workingset_nodereclaim 0",
+    "nr_anon_transparent_hugepages 40", "nr_free_cma 0", "nr_dirty_threshold 380000",
+    "nr_dirty_background_threshold 190000", "pgpgin 123456789", "pgpgout 98765432", "pswpin 2400",
+    "pswpout 4800", "pgalloc_dma 0", "pgalloc_dma32 1234567", "pgalloc_normal 987654321", "pgalloc_movable 0",
+    "pgfree 990000000", "pgactivate 4567890", "pgdeactivate 345678", "pgfault 876543210", "pgmajfault 45678",
+    "pgrefill_dma 0", "pgrefill_dma32 0", "pgrefill_normal 456789", "pgrefill_movable 0",
+    "pgsteal_kswapd_normal 567890", "pgsteal_direct_normal 1234", "pgscan_kswapd_normal 678901",
+    "pgscan_direct_normal 2345", "pgscan_direct_throttle 0", "zone_reclaim_failed 0", "pginodesteal 0",
+    "slabs_scanned 123456", "kswapd_inodesteal 0", "kswapd_low_wmark_hit_quickly 10",
+    "kswapd_high_wmark_hit_quickly 5", "pageoutrun 100", "allocstall 12", "pgrotated 1000",
+    "drop_pagecache 0", "drop_slab 0", "numa_pte_updates 0", "pgmigrate_success 0", "pgmigrate_fail 0",
+    "compact_stall 0", "htlb_buddy_alloc_success 0", "unevictable_pgs_culled 0", "thp_fault_alloc 4000",
+    "thp_fault_fallback 10", "thp_collapse_alloc 300", "thp_split 5", "thp_zero_page_alloc 1",
+))
+
 SWAPS_HDR = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
 
 
@@ -233,6 +294,8 @@ def unified_ubuntu22(root: Path) -> None:
     files = common_procs("4000.50 7000.00\n", 100000, caller_state="R")
     files.update({
         "proc/meminfo": MEMINFO_515,
+        "proc/vmstat": VMSTAT_515,
+        "sys/kernel/mm/transparent_hugepage/hpage_pmd_size": "2097152\n",
         "proc/swaps": SWAPS_HDR + "/dev/sda3                               partition\t2097148\t\t97148\t\t-2\n",
         "proc/self/mountinfo": PROC_MI + SYS_MI + V2_MI,
         "proc/4242/cgroup": "0::/system.slice/docker-abc.scope\n",
@@ -252,6 +315,10 @@ def unified_ubuntu22(root: Path) -> None:
         f"{ct}/cpu.stat": "usage_usec 30000000\nuser_usec 20000000\nsystem_usec 10000000\n"
                           "nr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
         f"{ct}/cpu.max": "max 100000\n",
+        # vmstat: pgpgin/pgpgout from io.stat (kB of block I/O), oom_kill from memory.events
+        f"{ct}/io.stat": "8:0 rbytes=104857600 wbytes=52428800 rios=2000 wios=800 dbytes=0 dios=0\n"
+                         "8:16 rbytes=1048576 wbytes=0 rios=10 wios=0 dbytes=0 dios=0\n",
+        f"{ct}/memory.events": "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n",
         f"{ct}/cgroup.procs": "4242\n4243\n",
         f"{ct}/cgroup.threads": "4242\n4243\n",
         # PSI (psi.rst): 5.15 prints "full" for cpu too (since 5.13; always zero at the system level).
@@ -302,6 +369,7 @@ def legacy_centos7(root: Path) -> None:
     line = V1_CGROUP_LINE.format(p="/docker/ct1")
     files.update({
         "proc/meminfo": MEMINFO_310,
+        "proc/vmstat": VMSTAT_310,
         "proc/swaps": SWAPS_HDR + "/dev/dm-1                               partition\t4194300\t0\t-1\n",
         "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
         "proc/4242/cgroup": line,
@@ -342,6 +410,7 @@ def legacy_noswapacct(root: Path) -> None:
         "SwapFree:        4194300 kB", "SwapFree:        1048572 kB")
     files.update({
         "proc/meminfo": meminfo,
+        "proc/vmstat": VMSTAT_515,
         "proc/swaps": SWAPS_HDR + "/swapfile                               file\t\t1048572\t0\t-2\n",
         "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
         "proc/4242/cgroup": line,
@@ -369,6 +438,7 @@ def unified_ancestorlimit(root: Path) -> None:
     files = common_procs("500.00 900.00\n", 10000)
     files.update({
         "proc/meminfo": MEMINFO_515,
+        "proc/vmstat": VMSTAT_515,
         "proc/swaps": SWAPS_HDR + "/dev/sda3                               partition\t2097148\t\t97148\t\t-2\n",
         "proc/self/mountinfo": PROC_MI + SYS_MI + V2_MI,
         "proc/4242/cgroup": "0::/a/b/c\n",
@@ -408,6 +478,7 @@ def legacy_nomemavail(root: Path) -> None:
     line = V1_CGROUP_LINE.format(p="/docker/old")
     files.update({
         "proc/meminfo": MEMINFO_NO_AVAIL,
+        "proc/vmstat": VMSTAT_310,
         "proc/swaps": SWAPS_HDR + "/dev/dm-1                               partition\t4194300\t0\t-1\n",
         "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
         "proc/4242/cgroup": line,

@@ -17,7 +17,7 @@ WRAPPER = """
 import sys
 from pylxcfs import service
 from pylxcfs.views.registry import ViewSpec
-service.VIEWS = (*service.VIEWS, ViewSpec("proc/vmstat", sys.argv[1], sys.argv[2]))
+service.VIEWS = (*service.VIEWS, ViewSpec("proc/slabinfo", sys.argv[1], sys.argv[2]))
 from pylxcfs.cli import main
 raise SystemExit(main(sys.argv[3:]))
 """

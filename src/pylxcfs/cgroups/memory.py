@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pylxcfs.context import CgroupDir
 from pylxcfs.errors import CgroupUnavailable, ParseError
 from pylxcfs.hostfs import read_bytes
-from pylxcfs.parse.keyvalue import parse_int, parse_limit
+from pylxcfs.parse.keyvalue import parse_flat_keyed, parse_int, parse_limit
 
 _MAX_LEVELS = 1000  # LXCFS stops its ancestor walk after 1000 levels too
 
@@ -249,3 +249,41 @@ def snapshot(cg: CgroupDir, want_swap: bool, read: Reader = read_bytes) -> Memor
     sw = swap(cg, limit, usage, st, read) if want_swap else None
     swp = swappiness(cg, read) if want_swap else None
     return MemorySnapshot(limit, usage, st, sw, swp)
+
+
+# v1 memory.stat names (memcg1_stat_format, hierarchical `total_` half, prefix stripped) -> the v2 name of the
+# same counter (cgroup-v2.rst memory.stat). Keys not listed keep their name (inactive_anon, pgfault,
+# workingset_refault_file ... mean the same in both). v1 pgpgin/pgpgout count pages CHARGED to the cgroup
+# (cgroup-v1/memory.rst 5.2), not block I/O as /proc/vmstat's do, and v1 `swap` is a size v2 keeps in
+# memory.swap.current: none of the three has a v2 counterpart, so they are dropped.
+_V1_TO_V2 = {"cache": "file", "rss": "anon", "rss_huge": "anon_thp", "mapped_file": "file_mapped",
+             "dirty": "file_dirty", "writeback": "file_writeback"}
+_V1_DROPPED = frozenset({"pgpgin", "pgpgout", "swap"})
+
+
+def memory_stat_all(cg: CgroupDir, read: Reader = read_bytes) -> dict[str, int]:
+    """Every hierarchical memory.stat counter, by its v2 name (sizes in bytes, events as counts), in file order.
+    v2: the file as it is (always hierarchical). v1: the `total_*` keys, renamed to the v2 vocabulary."""
+    path = f"{cg.path}/memory.stat"
+    raw = parse_flat_keyed(_required(path, read).decode(), path)
+    if cg.v2:
+        return raw
+    out: dict[str, int] = {}
+    for key, value in raw.items():
+        if not key.startswith("total_"):
+            continue  # the cgroup-local half (no descendants), and the hierarchical_*_limit lines
+        name = key[len("total_"):]
+        if name not in _V1_DROPPED:
+            out[_V1_TO_V2.get(name, name)] = value
+    return out
+
+
+def oom_kills(cg: CgroupDir, read: Reader = read_bytes) -> int | None:
+    """Processes of the cgroup and its descendants killed by an OOM killer: v2 memory.events `oom_kill`, v1
+    memory.oom_control `oom_kill` (both 4.13+; the counter is propagated to every ancestor in both). None when
+    the file or key is absent (older kernels)."""
+    path = f"{cg.path}/{'memory.events' if cg.v2 else 'memory.oom_control'}"
+    data = _read(path, read)
+    if data is None:
+        return None
+    return parse_flat_keyed(data.decode(), path).get("oom_kill")

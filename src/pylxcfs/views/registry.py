@@ -68,6 +68,7 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec("proc/stat", "stat"),
     ViewSpec("proc/swaps", "swaps"),
     ViewSpec("proc/uptime", "uptime"),
+    ViewSpec("proc/vmstat", "vmstat"),
     ViewSpec("sys/devices/system/cpu/offline", "sys_cpu", "produce_list", ("offline",)),
     ViewSpec("sys/devices/system/cpu/online", "sys_cpu", "produce_list", ("online",)),
     ViewSpec("sys/devices/system/cpu/possible", "sys_cpu", "produce_list", ("possible",)),
