@@ -24,8 +24,8 @@ raise SystemExit(main(sys.argv[3:]))
 
 
 @pytest.mark.parametrize(("module", "function", "why"), [
-    ("no_such_view", "produce", "proc/vmstat: cannot import pylxcfs.views.no_such_view"),
-    ("meminfo", "no_such_function", "proc/vmstat: pylxcfs.views.meminfo has no function no_such_function()"),
+    ("no_such_view", "produce", "proc/slabinfo: cannot import pylxcfs.views.no_such_view"),
+    ("meminfo", "no_such_function", "proc/slabinfo: pylxcfs.views.meminfo has no function no_such_function()"),
 ])
 def test_bad_row_fails_at_start(tmp_path: Path, module: str, function: str, why: str) -> None:
     assert os.geteuid() == 0, "needs root (the daemon refuses to start otherwise, before the registry check)"

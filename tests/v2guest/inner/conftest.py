@@ -229,6 +229,11 @@ for r in cpu memory io; do
   section pressure_$r "$mnt/proc/pressure/$r"
   section $r.pressure.after "$cg/$r.pressure"
 done
+section vm.io.stat.before "$cg/io.stat"
+section memory.stat.before "$cg/memory.stat"
+section vmstat "$mnt/proc/vmstat"
+section memory.stat.after "$cg/memory.stat"
+section vm.io.stat.after "$cg/io.stat"
 section io.stat.before "$cg/io.stat"
 {reads}
 section io.stat.after "$cg/io.stat"
