@@ -96,6 +96,7 @@ class ContainerDevices:
     nodes: dict[DevT, str]
     root_dev: DevT | None
     root_disk: DevT | None
+    partitions: frozenset[DevT] = frozenset()  # the devices of `nodes` that sysfs says are partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +351,11 @@ def _scan_fixture(root: HostRoot, pid: int, stats: ScanStats) -> dict[DevT, str]
     return nodes
 
 
+def is_partition(root: HostRoot, dev: DevT) -> bool:
+    """sysfs: /sys/dev/block/M:m/partition exists for partitions only."""
+    return os.path.exists(root.sys_path(f"dev/block/{dev[0]}:{dev[1]}/partition"))
+
+
 def whole_disk(root: HostRoot, dev: DevT) -> DevT:
     """The disk a partition belongs to (sysfs: /sys/dev/block/M:m/partition exists, ../dev names the
     disk); `dev` itself for whole disks or when sysfs does not say."""
@@ -531,7 +537,12 @@ class DeviceNameCache:
             os.close(held)
             held = None
         rdev = plan.root_dev
-        devs = ContainerDevices(nodes=nodes, root_dev=rdev, root_disk=whole_disk(root, rdev) if rdev else None)
+        if prev is not None and nodes is prev.devs.nodes:
+            parts = prev.devs.partitions
+        else:
+            parts = frozenset(d for d in nodes if is_partition(root, d))
+        devs = ContainerDevices(nodes=nodes, root_dev=rdev, root_disk=whole_disk(root, rdev) if rdev else None,
+                                partitions=parts)
         return _Entry(now, fp, devs, held, retry_after)
 
 

@@ -54,13 +54,22 @@ def test_counter_fields_every_width() -> None:
     assert counter_fields(C, 19) == (*full, 0, 0)
 
 
-def test_render_keeps_host_order_and_drops_unnamed_or_uncounted() -> None:
+def test_render_keeps_host_order_drops_unnamed_and_lists_idle_disks() -> None:
     host = [DiskstatsLine(8, 16, "sdb", (0,) * 11), DiskstatsLine(8, 0, "sda", (0,) * 11),
-            DiskstatsLine(8, 32, "sdc", (0,) * 11)]
-    text = render_diskstats(host, {(8, 0): C, (8, 16): C}, {(8, 0): "sda", (8, 32): "xvdc", (8, 16): "b"})
-    # 8:32 is named but has no counters; 8:16 then 8:0 in host order.
-    assert [ln.split()[2] for ln in text.splitlines()] == ["b", "sda"]
+            DiskstatsLine(8, 32, "sdc", (0,) * 11), DiskstatsLine(8, 48, "sdd", (5,) * 11)]
+    text = render_diskstats(host, {(8, 0): C, (8, 16): C, (8, 48): C}, {(8, 0): "sda", (8, 32): "xvdc", (8, 16): "b"})
+    # Host order; 8:48 has counters but no name in the container: left out. 8:32 is named but the cgroup has
+    # no statistics for it (no I/O yet): listed, all zeros (not the host's counters).
+    assert [ln.split()[2] for ln in text.splitlines()] == ["b", "sda", "xvdc"]
     assert text.splitlines()[1] == "   8       0 sda 1 2 3 3 4 5 1 6 0 10 19"
+    assert text.splitlines()[2] == "   8      32 xvdc" + " 0" * 11
+
+
+def test_partition_nodes_are_not_diskstats_rows() -> None:
+    devs = ContainerDevices(nodes={(8, 0): "xvda", (8, 1): "xvda1"}, root_dev=None, root_disk=None,
+                            partitions=frozenset({(8, 1)}))
+    assert diskstats_names(devs) == {(8, 0): "xvda"}
+    assert partitions.partitions_names(devs) == {(8, 0): "xvda", (8, 1): "xvda1"}
 
 
 def test_zero_counters_still_listed() -> None:

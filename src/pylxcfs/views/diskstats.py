@@ -1,9 +1,11 @@
 """/proc/diskstats for the caller's container (controller: blkio on v1, io on v2).
 
-Rows: the host's /proc/diskstats lines, in host order, for devices the container can see (a node in
-its /dev, or the disk holding its root filesystem, named `sda`) for which the cgroup has statistics;
-everything else is left out (seed: "a device with no name in the container is left out"). Counters
-come from cgroups/blkio.py:
+Rows: the host's /proc/diskstats lines, in host order, for the disks the container can see (a node in
+its /dev, or the disk holding its root filesystem, named `sda`), whether or not it has done I/O on them:
+a disk the cgroup has no statistics for yet (a fresh container; on a v1 blk-mq kernel, any disk without a
+throttle rule or BFQ) is listed with zero counters, as the kernel lists an idle disk. Everything else is
+left out (seed: "a device with no name in the container is left out"). Counters come from
+cgroups/blkio.py:
   reads, writes, discards            = I/Os serviced (v1 Read/Write/Discard; v2 rios/wios/dios)
   *_merged                           = v1 io_merged (CFQ or debug BFQ), else 0
   sectors read/written/discarded     = bytes / 512
@@ -14,10 +16,11 @@ come from cgroups/blkio.py:
                                        since 5.0 (block/genhd.c sums the per-op nsecs); C lxcfs prints 0
   flushes, time flushing             = 0 (no cgroup counts flushes)
 Each row has as many counters as the host's own line (11, 15 or 17; 4 for pre-2.6.25 partition rows),
-so a reader sees the column layout its kernel would print. Unlike C lxcfs, a visible device whose
-counters are all zero is still listed (it exists in the container; iostat shows it idle). Partitions
-are never listed (cgroup statistics are per disk), except that a root filesystem on a partition is
-shown as `sda` with its disk's counters.
+so a reader sees the column layout its kernel would print. Unlike C lxcfs, which lists only devices with
+statistics, a visible disk is listed even with all counters zero (it exists in the container; iostat and
+psutil show it idle). Partition nodes are not listed (cgroup statistics are per disk, so their rows could
+only ever be zeros), except that a root filesystem on a partition is shown as `sda` with its disk's
+counters.
 
 `render_diskstats` is pure; `produce` gathers through env.root and raises (-> host file) when the
 container has no blkio/io cgroup or no statistics files.
@@ -144,8 +147,9 @@ def host_lines(env: ViewEnv, read: Reader, wanted: Collection[DevT]) -> tuple[Di
 
 
 def diskstats_names(devs: ContainerDevices) -> dict[DevT, str]:
-    """Device -> name shown in diskstats: the container's node names, and the root's disk as `sda`."""
-    names = dict(devs.nodes)
+    """Device -> name shown in diskstats: the container's node names of whole disks, and the root's disk as
+    `sda` (partition nodes are left out: cgroups count per disk)."""
+    names = {d: n for d, n in devs.nodes.items() if d not in devs.partitions}
     if devs.root_disk is not None:
         names[devs.root_disk] = ROOT_NAME
     return names
@@ -167,15 +171,19 @@ def counter_fields(c: IoCounters, nfields: int) -> tuple[int, ...]:
     return full[:nfields] + (0,) * max(0, nfields - len(full))
 
 
+NO_IO = IoCounters(source="none")  # a listed disk the cgroup has no statistics for: all zeros
+
+
 def render_diskstats(host: Sequence[DiskstatsLine], counters: Mapping[DevT, IoCounters],
                      names: Mapping[DevT, str]) -> str:
-    """The container's /proc/diskstats text (kernel line format "%4d %7d %s %lu ...")."""
+    """The container's /proc/diskstats text (kernel line format "%4d %7d %s %lu ..."): one row per host line
+    whose device is in `names`, with its counters or zeros."""
     out: list[str] = []
     for line in host:
         name = names.get(line.dev)
-        c = counters.get(line.dev)
-        if name is None or c is None:
+        if name is None:
             continue
+        c = counters.get(line.dev, NO_IO)
         vals = " ".join(str(v) for v in counter_fields(c, len(line.fields)))
         out.append(f"{line.major:4d} {line.minor:7d} {name} {vals}\n")
     return "".join(out)
@@ -189,7 +197,6 @@ def produce(env: ViewEnv, ctx: ContainerContext) -> str:
     names = diskstats_names(devs)
     # read even when nothing is visible: a broken cgroup still falls back
     counters = io_counters(ctx.blkio, _stats_reader(env))
-    wanted = names.keys() & counters.keys()
-    if not wanted:
-        return ""  # nothing visible has statistics (e.g. no throttle rule on blk-mq): no rows, like C lxcfs
-    return render_diskstats(host_lines(env, reader(env), wanted), counters, names)
+    if not names:
+        return ""
+    return render_diskstats(host_lines(env, reader(env), names.keys()), counters, names)
