@@ -42,8 +42,9 @@ class FdCache:
 
     def _pread_all(self, fd: int) -> bytes:
         data = os.pread(fd, _CHUNK, 0)
-        if len(data) < _CHUNK:
+        if not data:
             return data
+        # Not EOF on a short read: a many-record seq_file returns at most a page per call (see hostfs.read_bytes).
         parts = [data]
         total = len(data)
         while total < _CAP:
