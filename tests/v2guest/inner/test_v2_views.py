@@ -245,10 +245,6 @@ def test_pressure_is_the_groups(container: ContainerRun, resource: str) -> None:
         assert host["some"] > after["some"], "the host's cpu pressure must be distinguishable from the group's"
 
 
-def _kv(text: str) -> dict[str, int]:
-    return {k: int(v) for k, v in (ln.split() for ln in text.splitlines() if ln.strip())}
-
-
 def _io_kib(text: str) -> tuple[int, int]:
     devs = _io_stat(text)
     return (sum(d.get("rbytes", 0) for d in devs.values()) // 1024,
@@ -258,8 +254,8 @@ def _io_kib(text: str) -> tuple[int, int]:
 def test_vmstat_is_the_groups(container: ContainerRun) -> None:
     # The group's memory.stat and io.stat read just before and after our /proc/vmstat: its event counters lie
     # between them (pgpgin/pgpgout in kB of the group's block I/O: the dd reads and writes of the container).
-    before, after = _kv(container["memory.stat.before"]), _kv(container["memory.stat.after"])
-    mine = _kv(container["vmstat"])
+    before, after = _flat(container["memory.stat.before"]), _flat(container["memory.stat.after"])
+    mine = _flat(container["vmstat"])
     for key in ("pgfault", "pgmajfault", "workingset_refault_file", "pgactivate", "pgrefill"):
         assert before[key] <= mine[key] <= after[key], (key, before[key], mine.get(key), after[key])
     rb, wb = _io_kib(container["vm.io.stat.before"])
@@ -268,7 +264,7 @@ def test_vmstat_is_the_groups(container: ContainerRun) -> None:
     assert mine["pgpgin"] >= READ_BYTES // 1024 and mine["pgpgout"] >= WRITE_BYTES // 1024
     page = os.sysconf("SC_PAGE_SIZE")
     assert before["anon"] // page - 4096 <= mine["nr_anon_pages"] <= after["anon"] // page + 4096
-    host = _kv(Path("/proc/vmstat").read_text())
+    host = _flat(Path("/proc/vmstat").read_text())
     assert mine["pgfault"] < host["pgfault"]
     if "pswpin" in before:  # newer kernels keep swap events per cgroup: si/so are the container's
         assert before["pswpin"] <= mine["pswpin"] <= after["pswpin"]
