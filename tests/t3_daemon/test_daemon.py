@@ -211,7 +211,9 @@ def test_external_umount_ends_the_daemon(tmp_path: Path) -> None:
     d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)))
     try:
         subprocess.run(["umount", str(d.mnt)], check=True, timeout=20)
-        assert d.proc.wait(10) == 0  # like C lxcfs: nothing left to serve
+        # like C lxcfs: nothing left to serve. The property is that it ends, not how fast (10 s was missed once
+        # at load 17).
+        assert d.proc.wait(60) == 0
         assert not d.pidfile.exists()
         assert "connection is gone" in d.log_text()
     finally:

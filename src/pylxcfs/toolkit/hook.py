@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry-dir", help=f"default {registry.DEFAULT_REGISTRY_DIR} (env PYLXCFS_REGISTRY_DIR)")
     p.add_argument("--timeout", type=_positive, default=5.0, help="deadline for the mount work, s (default 5; keep it "
                                                               "below the hook's timeout in the spec)")
+    p.add_argument("--probe-timeout", type=_positive, default=2.0,
+                   help="how long the daemon may take to answer the readiness read before the container starts "
+                        "with host values, s (default 2; capped by --timeout; raise it on slow or emulated hosts)")
     p.add_argument("--no-register", action="store_true", help="do not record the container in the registry")
     return p
 
@@ -231,7 +234,7 @@ def run(args: argparse.Namespace, kv: dict[str, object]) -> bool:
     log.info(f"PID:{state.pid} Root:{rootfs}", extra={"kv": kv})
     lxcfs_dir = probe.canonical_dir(args.lxcfs_dir)
     ok = True
-    pr = probe.probe(lxcfs_dir, min(2.0, args.timeout))
+    pr = probe.probe(lxcfs_dir, min(args.probe_timeout, args.timeout))
     if pr.health != probe.Health.SERVING:
         log.error(f"lxcfs is not ready, container starts with host values: {pr.detail}", extra={"kv": kv})
         ok = False
