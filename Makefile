@@ -47,8 +47,12 @@ lint: $(STAMP)
 test: install lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# As root (CI) `make unit` also runs the root and fuse tiers; as any other user it runs what needs no root (tier t1
+# and the unmarked t2 tests): the root/fuse tests are deselected by marker, never skipped and counted as passes.
+UNIT_MARKS := not e2e and not v2guest$(if $(filter 0,$(shell id -u)),, and not root and not fuse)
+
 unit: $(STAMP)
-	$(VENV)/bin/pytest -m "not e2e and not v2guest" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "$(UNIT_MARKS)" $(PYTEST_ARGS)
 
 demo: install
 	bash tools/demo.sh

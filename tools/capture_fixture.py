@@ -12,7 +12,7 @@ What it does:
    second member, used as the reading "caller"), lets it touch some page cache, then
 3. copies, reading each file to EOF: the host file of every view of the registry (views/registry.py),
    /proc/self/mountinfo (cgroup, cgroup2, proc, sysfs and the /sys/fs/cgroup tmpfs lines only), /proc/<pid>/
-   {status,stat,cgroup} of the init, the caller and this tool (the "host" caller), and every readable file of
+   {status,stat,cgroup,ns/pid} of the init, the caller and this tool (the "host" caller), and every readable file of
    the container cgroup, its parent and each hierarchy root (memory, cpu, cpuacct, cpuset, blkio, unified:
    its {cpu,memory,io}.pressure among them), plus the cgroup2 root's cgroup.controllers;
 4. rewrites pids to stable synthetic ones (init 4242, caller 4243, the unshare parent 4200, this tool 100) and
@@ -71,6 +71,13 @@ def _put(out: Path, rel: str, data: bytes) -> None:
     p = out / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
+
+
+def _link(out: Path, rel: str, target: str) -> None:
+    """A symlink as procfs shows it (ns/pid -> "pid:[<inode>]"), dangling in the tree."""
+    p = out / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.symlink_to(target)
 
 
 def _map_line_ints(line: str, pidmap: dict[int, int]) -> str:
@@ -163,6 +170,8 @@ def capture(out: Path, host_id: str) -> None:
             _put(out, f"proc/{syn}/stat", rewrite_stat(sv, pidmap).encode())
             cgf = (_read(PROC / str(real) / "cgroup") or b"").decode().replace(f"/{name}", "/lxc")
             _put(out, f"proc/{syn}/cgroup", cgf.encode())
+            _link(out, f"proc/{syn}/ns/pid", os.readlink(PROC / str(real) / "ns" / "pid"))
+        _link(out, "proc/self/ns/pid", os.readlink(PROC / "self" / "ns" / "pid"))
         for c in CONTROLLERS:
             for rel_real, rel_syn in (("", ""), (name, "lxc"), (f"{name}/ct", "lxc/ct")):
                 d = CG / c / rel_real

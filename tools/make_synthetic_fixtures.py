@@ -174,11 +174,41 @@ def v1_stat(rss: int, cache: int, shmem: int, active_anon: int, inactive_anon: i
 
 
 def write(root: Path, files: dict[str, str]) -> None:
-    """Write files (relative path -> text) under root."""
+    """Write files (relative path -> text) under root, then the pid-namespace links of its processes."""
     for rel, text in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
+    link_pid_namespaces(root)
+
+
+HOST_PID_NS = 4026531836  # the initial pid namespace's inode on Linux (PROC_PID_INIT_INO)
+
+
+def link_pid_namespaces(root: Path) -> None:
+    """proc/<pid>/ns/pid (and proc/self/ns/pid) as the kernel shows them, symlinks to "pid:[<inode>]": a process
+    whose NSpid has one level is in the host's namespace; any other shares the namespace of the ancestor whose
+    NSpid ends in 1 (its init), numbered from that init's pid. Dangling symlinks, as git stores them."""
+    status: dict[int, tuple[int, list[int]]] = {}
+    for f in (root / "proc").glob("[0-9]*/status"):
+        fields = dict(ln.split(":", 1) for ln in f.read_text().splitlines() if ":" in ln)
+        status[int(f.parent.name)] = (int(fields["PPid"]), [int(x) for x in fields["NSpid"].split()])
+
+    def ns_of(pid: int) -> int:
+        ppid, nspid = status[pid]
+        if len(nspid) == 1:
+            return HOST_PID_NS
+        while nspid[-1] != 1 and ppid in status:
+            pid, (ppid, nspid) = ppid, status[ppid]
+        return 4026532000 + pid
+
+    links = {f"proc/{pid}/ns/pid": ns_of(pid) for pid in status} | {"proc/self/ns/pid": HOST_PID_NS}
+    for rel, ino in links.items():
+        link = root / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(f"pid:[{ino}]")
 
 
 PROC_MI = "22 28 0:20 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"

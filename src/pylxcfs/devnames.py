@@ -32,9 +32,9 @@ the tenant controls in a way that can reach a filesystem's server:
     (tmpfs updates mtime/ctime on every create, unlink and rename in it), so a big /dev is scanned once per
     change, not once per read. The cache is per container (proc root, init pid, init start time), re-checked
     at most every CACHE_TTL_S and holds CACHE_MAX containers.
-  - Fixture trees (HostRoot.is_real_procfs False) cannot hold device nodes in git, so there a REGULAR FILE
-    dev/<name> containing "block MAJ:MIN" stands for a block node; the mountinfo rules are the same. Real procfs
-    never honours those files.
+  - Host trees (HostRoot.block_nodes_as_files) cannot hold device nodes in git, so there a REGULAR FILE
+    dev/<name> containing "block MAJ:MIN" stands for a block node; the mountinfo rules are the same. The host's
+    own root never honours those files (a tenant can write its /dev).
 """
 
 from __future__ import annotations
@@ -331,8 +331,8 @@ def _scan_real(devfd: int, devm: Mount, node_mounts: dict[str, int], stats: Scan
     return nodes
 
 
-def _scan_fixture(root: HostRoot, pid: int, stats: ScanStats) -> dict[DevT, str]:
-    """Fixture trees: `dev/<name>` regular files reading "block MAJ:MIN" stand for block nodes."""
+def _scan_node_files(root: HostRoot, pid: int, stats: ScanStats) -> dict[DevT, str]:
+    """Host trees (HostRoot.block_nodes_as_files): `dev/<name>` regular files reading "block MAJ:MIN" stand for block nodes."""
     nodes: dict[DevT, str] = {}
     stats.scans += 1
     try:
@@ -508,8 +508,8 @@ class DeviceNameCache:
         devm = plan.dev_mount
         if devm is None:
             log.debug("pid %d: container /dev not scanned: %s", pid, plan.why_not)
-        elif not root.is_real_procfs:
-            nodes = _scan_fixture(root, pid, self.stats)
+        elif root.block_nodes_as_files:
+            nodes = _scan_node_files(root, pid, self.stats)
         else:
             devfd: int | None = None
             if held is None and plan.walk_ok and now < retry_after:
@@ -533,7 +533,7 @@ class DeviceNameCache:
                         nodes = _scan_real(devfd, devm, plan.node_mounts, self.stats)
                 finally:
                     os.close(devfd)
-        if (devm is None or not root.is_real_procfs) and held is not None:
+        if (devm is None or root.block_nodes_as_files) and held is not None:
             os.close(held)
             held = None
         rdev = plan.root_dev

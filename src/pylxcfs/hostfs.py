@@ -48,21 +48,29 @@ def read_text(path: str, cap: int = READ_CAP_BYTES) -> str:
 class HostRoot:
     """Where the host's proc, sys and cgroup trees are. Defaults are the live host.
 
-    `is_real_procfs` is False for fixture trees: code that needs real kernel objects (namespace inodes,
-    /dev/fuse) checks it and degrades instead of refusing the tree.
+    Code reads through these paths the same way whatever they hold; what a tree of plain files cannot be (kernel
+    files regenerated per read, namespace inodes) is found out from the files themselves (fdcache.py asks each
+    file's filesystem; /proc/<pid>/ns/pid links are symlinks in a tree too), never from how the root was made.
+
+    `top`: the directory given with --host-root (None: the host's own /); a cgroup mount outside /sys/fs/cgroup
+    is looked up under it, and status output names it.
+    `block_nodes_as_files`: the one thing a tree stores differently. Device nodes cannot be kept in git nor made
+    without CAP_MKNOD, so in a tree a regular file dev/<name> reading "block MAJ:MIN" stands for a block node
+    (devnames.py). Never on the host's own root: there a tenant could write such a file into its /dev.
     """
 
     proc: str = "/proc"
     sys: str = "/sys"
     cgroup: str = "/sys/fs/cgroup"
-    is_real_procfs: bool = True
+    top: str | None = None
+    block_nodes_as_files: bool = False
 
     @classmethod
     def from_dir(cls, top: str | os.PathLike[str]) -> HostRoot:
-        """A fixture tree laid out like the host: TOP/proc, TOP/sys, TOP/sys/fs/cgroup."""
+        """A host tree laid out like the host: TOP/proc, TOP/sys, TOP/sys/fs/cgroup."""
         t = Path(top).resolve()
-        return cls(proc=str(t / "proc"), sys=str(t / "sys"), cgroup=str(t / "sys" / "fs" / "cgroup"),
-                   is_real_procfs=False)
+        return cls(proc=str(t / "proc"), sys=str(t / "sys"), cgroup=str(t / "sys" / "fs" / "cgroup"), top=str(t),
+                   block_nodes_as_files=True)
 
     def proc_path(self, rel: str) -> str:
         """Absolute path of `rel` under the proc root ("meminfo", "123/cgroup")."""

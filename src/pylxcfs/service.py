@@ -226,7 +226,7 @@ class Renderer:
                     options={"enable_loadavg": self.opts.enable_loadavg, "disable_swap": self.opts.disable_swap,
                              "enable_cfs": self.opts.enable_cfs},
                     cgroup_layout=layout.layout.value if layout is not None else None,
-                    host_root=None if self.root.is_real_procfs else self.root.proc)
+                    host_root=self.root.top)
         return snap
 
     def close(self) -> None:

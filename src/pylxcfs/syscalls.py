@@ -133,6 +133,8 @@ RESOLVE_CACHED = 0x20  # Linux >= 5.12: only from the dentry cache; EAGAIN where
 # statfs(2) f_type values (include/uapi/linux/magic.h)
 PROC_SUPER_MAGIC = 0x9FA0
 SYSFS_MAGIC = 0x62656572
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 FUSE_SUPER_MAGIC = 0x65735546
 
 

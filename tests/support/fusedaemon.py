@@ -41,6 +41,11 @@ def make_fixture_root(base: Path) -> Path:
     (root / "proc/loadavg").write_text("0.11 0.22 0.33 1/99 4242\n")
     (root / "proc/swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
     (root / "sys/devices/system/cpu/online").write_text("0\n")
+    # The daemon's own pid namespace, as procfs shows it; the tree holds no other process, so every caller
+    # (a real pid of this machine) is gone from its point of view and reads the tree's host files.
+    (root / "proc/self/ns").mkdir(parents=True, exist_ok=True)
+    if not (root / "proc/self/ns/pid").is_symlink():
+        (root / "proc/self/ns/pid").symlink_to("pid:[4026531836]")
     return root
 
 

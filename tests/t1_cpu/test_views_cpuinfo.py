@@ -162,7 +162,7 @@ def test_produce_cfs_v1_half_cpu() -> None:
 
 def test_cache_reparses_when_host_file_changes(tmp_path: Path) -> None:
     dst = tmp_path / "h"
-    shutil.copytree(CPU_HOSTS / X86_CPU, dst)
+    shutil.copytree(CPU_HOSTS / X86_CPU, dst, symlinks=True)
     env = ViewEnv(root=HostRoot.from_dir(dst), opts=ViewOptions())
     ctx = v1_ctx(env.root, cpuset="ct", cpu="ct", cpuacct="ct")
     first = cpuinfo.produce(env, ctx)

@@ -110,7 +110,7 @@ def test_no_cpuset_cgroup_raises() -> None:
 
 def _copy(tmp_path: Path) -> tuple[Path, ViewEnv]:
     dst = tmp_path / "host"
-    shutil.copytree(CPU_HOSTS / X86, dst)
+    shutil.copytree(CPU_HOSTS / X86, dst, symlinks=True)
     return dst, ViewEnv(root=HostRoot.from_dir(dst), opts=ViewOptions())
 
 

@@ -157,6 +157,16 @@ def test_fixture_convention_only_on_fixture_trees() -> None:
     assert got.root_dev == (254, 0) and got.root_disk == (254, 0)
 
 
+def test_placeholder_files_count_only_where_the_root_says_so() -> None:
+    # The same tree as a root without block_nodes_as_files (as the host's own root is): the placeholder files are
+    # not block nodes, and the real scan's mount-id check finds no tmpfs /dev there: no nodes at all.
+    t = fixture_root("x86_64-hybrid-debian12-disks")
+    plain = HostRoot(proc=t.proc, sys=t.sys, cgroup=t.cgroup, top=t.top)
+    got = scan_container_devices(plain, 31337)
+    assert got.nodes == {}
+    assert got.root_dev == (254, 0)  # the root device still comes from mountinfo
+
+
 def test_root_on_partition_promoted_to_disk() -> None:
     got = scan_container_devices(fixture_root("x86_64-legacy-centos7-disks"), 4242)
     assert got.root_dev == (8, 2) and got.root_disk == (8, 0)

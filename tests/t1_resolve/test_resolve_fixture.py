@@ -1,5 +1,5 @@
-"""procs/resolve.py over fixture trees (no /proc/<pid>/ns links: the NSpid fallback) and the Renderer's
-fallback policy with fake resolvers and a missing view module."""
+"""procs/resolve.py over fixture trees (the same code as on the live host: /proc/<pid>/ns/pid links are symlinks
+there) and the Renderer's fallback policy with fake resolvers and a missing view module."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from pylxcfs.context import CgroupDir, ContainerContext
-from pylxcfs.errors import CgroupUnavailable, NotInContainer, ProcessGone
+from pylxcfs.errors import NotInContainer, ProcessGone
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.procs.resolve import Resolver
 from pylxcfs.service import Renderer, ViewOptions
-
-HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+from support.hosts import HOSTS
 
 
 def test_caller_resolves_to_its_namespace_init() -> None:
@@ -59,13 +58,63 @@ def test_vanished_pid() -> None:
         Resolver(HostRoot.from_dir(HOSTS / "x86_64-unified-ubuntu22")).resolve(99999)
 
 
+def _proc(top: Path, pid: int, ppid: int, nspid: str, ns: int, start: int = 1000) -> None:
+    p = top / "proc" / str(pid)
+    (p / "ns").mkdir(parents=True)
+    (p / "status").write_text(f"PPid:\t{ppid}\nNSpid:\t{nspid}\n")
+    (p / "stat").write_text(f"{pid} (sh) S {ppid}" + " 0" * 17 + f" {start}" + " 0" * 30 + "\n")
+    (p / "cgroup").write_text("0::/ct\n")
+    (p / "ns" / "pid").symlink_to(f"pid:[{ns}]")
+
+
+def _tree(top: Path) -> Path:
+    (top / "proc/self/ns").mkdir(parents=True)
+    (top / "proc/self/ns/pid").symlink_to("pid:[4026531836]")
+    (top / "proc/self/mountinfo").write_text("35 23 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    (top / "sys/fs/cgroup/ct").mkdir(parents=True)
+    return top
+
+
 def test_broken_chain_without_init(tmp_path: Path) -> None:
-    p = tmp_path / "proc/77"
-    p.mkdir(parents=True)
-    (p / "status").write_text("PPid:\t0\nNSpid:\t77\t5\n")
-    (tmp_path / "proc/self").mkdir()
-    (tmp_path / "proc/self/mountinfo").write_text("")
-    with pytest.raises(CgroupUnavailable, match="no init"):
+    # A caller in another namespace whose init is nowhere: the kernel tears a namespace down with its init, so
+    # this is a race with the container's exit.
+    _proc(_tree(tmp_path), 77, 0, "77\t5", 4026532077)
+    with pytest.raises(ProcessGone, match="no init"):
+        Resolver(HostRoot.from_dir(tmp_path)).resolve(77)
+
+
+def test_caller_entered_by_setns_is_found_by_scan(tmp_path: Path) -> None:
+    # `runc exec`: the caller's parent is a host process, so the PPid chain leaves the namespace before the init;
+    # the scan of proc finds the task of the caller's namespace whose NSpid ends in 1.
+    _tree(tmp_path)
+    _proc(tmp_path, 50, 1, "50", 4026531836)  # the host's runc
+    _proc(tmp_path, 60, 1, "60\t1", 4026532060, start=777)  # the container's init
+    _proc(tmp_path, 61, 50, "61\t9", 4026532060)  # the exec'd caller
+    ctx = Resolver(HostRoot.from_dir(tmp_path)).resolve(61)
+    assert ctx.init_pid == 60 and ctx.init_start_ticks == 777
+    with pytest.raises(NotInContainer):
+        Resolver(HostRoot.from_dir(tmp_path)).resolve(50)
+
+
+def test_cached_init_revalidated_after_pid_reuse(tmp_path: Path) -> None:
+    # The init cache is per namespace and checked by /proc/<init>'s inode, then by start time: an init replaced
+    # by another process under the same pid (new start time) is resolved again, not served from the cache.
+    _tree(tmp_path)
+    _proc(tmp_path, 60, 1, "60\t1", 4026532060, start=777)
+    _proc(tmp_path, 61, 60, "61\t2", 4026532060)
+    r = Resolver(HostRoot.from_dir(tmp_path))
+    assert r.resolve(61).init_start_ticks == 777
+    import shutil
+    shutil.rmtree(tmp_path / "proc/60")
+    _proc(tmp_path, 60, 1, "60\t1", 4026532060, start=999)
+    assert r.resolve(61).init_start_ticks == 999
+
+
+def test_tree_without_namespace_links_is_an_error(tmp_path: Path) -> None:
+    # No proc/self/ns/pid: nothing can tell a container caller from a host caller, so no guess is made.
+    (tmp_path / "proc/77").mkdir(parents=True)
+    (tmp_path / "proc/77/status").write_text("PPid:\t0\nNSpid:\t77\t5\n")
+    with pytest.raises(FileNotFoundError):
         Resolver(HostRoot.from_dir(tmp_path)).resolve(77)
 
 

@@ -136,3 +136,20 @@ def test_values_from_fixture_tree() -> None:
     assert up <= v.uptime_s < up + 1
     loads = (top / "proc" / "loadavg").read_text().split()[:3]
     assert [round(x / 65536, 2) for x in v.loads] == [float(x) for x in loads]
+
+
+def test_host_loads_are_the_kernels_to_the_file_precision() -> None:
+    # Without -l the container's sysinfo loads are the host's /proc/loadavg figures; on the live host they stay
+    # within the file's rounding (1/100) of the kernel's own sysinfo(2) loads (retried: avenrun moves every 5 s).
+    from pylxcfs import syscalls
+    from pylxcfs.context import ViewEnv
+    from pylxcfs.hostfs import HostRoot
+    from pylxcfs.sysinfo.values import host_loads
+
+    env = ViewEnv(root=HostRoot(), opts=ViewOptions())
+    for _ in range(5):
+        ours = host_loads(env)
+        kernel = [int(x) for x in syscalls.sysinfo().loads]
+        if all(abs(a - b) <= 0.006 * 65536 for a, b in zip(ours, kernel, strict=True)):
+            return
+    raise AssertionError(f"host_loads {ours} vs sysinfo(2) {kernel}")

@@ -37,7 +37,7 @@ def test_idle_decays_to_zero() -> None:
 
 def _copy(tmp_path: Path, host: str) -> Path:
     dst = tmp_path / host
-    shutil.copytree(HOSTS / host, dst)
+    shutil.copytree(HOSTS / host, dst, symlinks=True)
     return dst
 
 

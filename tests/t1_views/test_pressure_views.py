@@ -80,7 +80,7 @@ def test_hosts_without_psi_do_not_offer_the_files() -> None:
 def test_container_on_a_pure_v1_host_gets_the_host_file(tmp_path: Path) -> None:
     # A v1-only host whose kernel has PSI (v1 has no per-group pressure): the host file, no warning.
     root = tmp_path / "h"
-    shutil.copytree(HOSTS / "x86_64-legacy-centos7", root)
+    shutil.copytree(HOSTS / "x86_64-legacy-centos7", root, symlinks=True)
     (root / "proc/pressure").mkdir()
     (root / "proc/pressure/memory").write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n"
                                                "full avg10=0.00 avg60=0.00 avg300=0.00 total=3\n")

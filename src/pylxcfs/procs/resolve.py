@@ -8,9 +8,8 @@ if the chain leaves the namespace first (a process that entered with setns, e.g.
 /proc. Results are cached per pid-ns inode and validated on every hit by the init's start time (field 22
 of /proc/<init>/stat), which pid reuse cannot reproduce.
 
-Fixture trees (HostRoot.is_real_procfs False) have no /proc/<pid>/ns links: there the namespace is inferred
-from NSpid alone (a caller whose NSpid has one element is in the daemon's namespace; the init is the
-first PPid ancestor whose NSpid ends in 1), and nothing is cached.
+The namespace is read with readlink (/proc/<pid>/ns/pid -> "pid:[<inode>]"), never by stat, so a host tree
+given with --host-root (a test fixture) holds the same answer as symlinks and goes through the same code.
 
 Raises NotInContainer (caller in the daemon's own pid namespace: the host file is served) and
 ProcessGone (the pid or its init vanished). Does no rendering.
@@ -27,7 +26,7 @@ from typing import Protocol
 
 from pylxcfs.cgroups.layout import CgroupLayout, detect_layout, map_controllers
 from pylxcfs.context import CgroupDir, ContainerContext
-from pylxcfs.errors import CgroupUnavailable, NotInContainer, ProcessGone
+from pylxcfs.errors import NotInContainer, ProcessGone
 from pylxcfs.hostfs import HostRoot, read_bytes
 from pylxcfs.parse.mountinfo import parse_mountinfo
 from pylxcfs.parse.pid import parse_cgroup, parse_stat_starttime, parse_status
@@ -73,8 +72,6 @@ class Resolver:
         self._lock = threading.Lock()
         self._own_ns: int | None = None
         self.cgroup_ttl_s = 1.0
-        if root.is_real_procfs:
-            self._own_ns = self._ns_of_path(root.proc_path("self/ns/pid"))
 
     # ---- layout (detected once; mounts of cgroup hierarchies do not change under a running daemon)
     @property
@@ -87,8 +84,9 @@ class Resolver:
     def _rebase(self, mount_point: str) -> str | None:
         if mount_point == _CANONICAL_CGROUP or mount_point.startswith(_CANONICAL_CGROUP + "/"):
             return self.root.cgroup + mount_point[len(_CANONICAL_CGROUP):]
-        # A cgroup mount elsewhere is usable on the live host only; in a fixture it would escape the tree.
-        return mount_point if self.root.is_real_procfs else None
+        # A cgroup mount elsewhere (/cgroup/memory, /dev/cpuset): the same absolute path under the root's top
+        # (a --host-root tree holds it there; the host's own root is /).
+        return mount_point if self.root.top is None else self.root.top + mount_point
 
     def _unified_controllers(self, d: str) -> frozenset[str] | None:
         try:
@@ -110,12 +108,7 @@ class Resolver:
             # fuse_get_context() gives 0 when the caller is not visible in our pid namespace.
             raise NotInContainer(f"pid {pid} not visible in our pid namespace")
         proc = self.root.proc
-        if self._own_ns is None:
-            init_pid = self._find_init_fixture(pid)
-            start = parse_stat_starttime(_read_pid_file(f"{proc}/{init_pid}/stat").decode(), "stat")
-            entry = _InitEntry(init_pid, start)
-        else:
-            entry = self._cached_init(pid)
+        entry = self._cached_init(pid)
         dirs = entry.dirs
         now = time.monotonic()
         if dirs is None or now - entry.cgroup_read_at >= self.cgroup_ttl_s:
@@ -168,6 +161,9 @@ class Resolver:
         return parse_stat_starttime(_read_pid_file(f"{self.root.proc}/{pid}/stat").decode(), f"{pid}/stat")
 
     def _cached_init(self, pid: int) -> _InitEntry:
+        if self._own_ns is None:
+            # Our own namespace, read once (a root without the link fails here, on the first open, not at start).
+            self._own_ns = self._ns_of_path(self.root.proc_path("self/ns/pid"))
         ns = self._ns_of(pid)
         if ns == self._own_ns:
             raise NotInContainer(f"pid {pid} shares the daemon's pid namespace")
@@ -233,20 +229,3 @@ class Resolver:
                 return int(name)
         # A pid namespace whose init exited is torn down by the kernel; seeing none means a race.
         raise ProcessGone(f"no init found for the pid namespace of pid {pid}")
-
-    def _find_init_fixture(self, pid: int) -> int:
-        ppid, nspid = self._status(pid)
-        if len(nspid) == 1:
-            raise NotInContainer(f"pid {pid} shares the daemon's pid namespace (NSpid has one level)")
-        depth = len(nspid)
-        p = pid
-        for _ in range(_MAX_WALK):
-            if nspid[-1] == 1:
-                return p
-            if ppid <= 0:
-                break
-            p = ppid
-            ppid, nspid = self._status(p)
-            if len(nspid) != depth:
-                break
-        raise CgroupUnavailable(f"{self.root.proc}/{pid}", "no init (NSpid ending in 1) among its ancestors")

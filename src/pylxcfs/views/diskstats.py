@@ -25,7 +25,7 @@ counters.
 `render_diskstats` is pure; `produce` gathers through env.root and raises (-> host file) when the
 container has no blkio/io cgroup or no statistics files.
 
-Speed (live hosts only, fixture trees read everything on every open):
+Speed (the same on every host root):
 - the container's counters are read from the cgroup on EVERY open (cached descriptors, pread at 0): never stale;
 - the host's /proc/diskstats is used only for its device list, order and column count (render_diskstats
   ignores the host's counters), so its parsed lines are kept for HOST_LAYOUT_TTL_S (1 s): a disk hot-plugged
@@ -45,7 +45,6 @@ from pylxcfs.cgroups.blkio import IoCounters, Reader, io_counters
 from pylxcfs.context import ContainerContext, ViewEnv
 from pylxcfs.devnames import ContainerDevices, cache_from_states
 from pylxcfs.errors import CgroupUnavailable
-from pylxcfs.hostfs import read_bytes
 from pylxcfs.parse.diskstats import DevT, DiskstatsLine, parse_diskstats
 from pylxcfs.views.readers import reader
 
@@ -124,9 +123,7 @@ class HostLayoutCache:
 
 
 def _stats_reader(env: ViewEnv) -> Reader:
-    """reader(env) plus the missing-file memory (live hosts only)."""
-    if not env.root.is_real_procfs:
-        return read_bytes
+    """reader(env) plus the missing-file memory."""
     miss = env.states.get(MISSING_STATE_KEY)
     if not isinstance(miss, MissingFileCache):
         miss = MissingFileCache(reader(env))
@@ -135,10 +132,8 @@ def _stats_reader(env: ViewEnv) -> Reader:
 
 
 def host_lines(env: ViewEnv, read: Reader, wanted: Collection[DevT]) -> tuple[DiskstatsLine, ...]:
-    """The host's diskstats lines for `wanted` devices, in host order (layout cached on live hosts)."""
+    """The host's diskstats lines for `wanted` devices, in host order (layout cached)."""
     path = env.root.proc_path("diskstats")
-    if not env.root.is_real_procfs:
-        return parse_diskstats(read(path).decode("ascii", "replace"), wanted=wanted)
     cache = env.states.get(LAYOUT_STATE_KEY)
     if not isinstance(cache, HostLayoutCache):
         cache = HostLayoutCache()

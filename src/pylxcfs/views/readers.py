@@ -1,11 +1,10 @@
-"""How every view reads host and cgroup files: one daemon-wide cache of open descriptors on a live host,
-plain reads on a fixture tree.
+"""How every view reads host and cgroup files: one daemon-wide cache of open descriptors.
 
-On a live host (HostRoot.is_real_procfs) a kept descriptor re-read with pread at offset 0 gives the kernel's
-current content at a fraction of open+read+close (fdcache.py has the measurements and the lifetime facts).
-On a fixture tree, whose regular files could be replaced under a kept descriptor, files are read afresh.
-One cache serves all views, so a file two views read (the cgroup's cpuacct files, /proc/stat) holds one
-descriptor, and one bound caps them all.
+A kept descriptor of a kernel-generated file re-read with pread at offset 0 gives the kernel's current content at
+a fraction of open+read+close (fdcache.py has the measurements and the lifetime facts); the cache itself keeps
+only such files (procfs, sysfs, cgroupfs) and reads any other file afresh, so a host tree of plain files
+(--host-root) goes through the same code. One cache serves all views, so a file two views read (the cgroup's
+cpuacct files, /proc/stat) holds one descriptor, and one bound caps them all.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from collections.abc import Callable
 
 from pylxcfs.context import ViewEnv
 from pylxcfs.fdcache import FdCache
-from pylxcfs.hostfs import read_bytes
 
 __all__ = ["MAX_CACHED_FDS", "STATE_KEY", "Reader", "reader"]
 
@@ -26,9 +24,7 @@ MAX_CACHED_FDS = 1024
 
 
 def reader(env: ViewEnv) -> Reader:
-    """The read function views use: cached descriptors on a live host, read_bytes on a fixture tree."""
-    if not env.root.is_real_procfs:
-        return read_bytes
+    """The read function views use: the daemon-wide descriptor cache."""
     cache = env.states.get(STATE_KEY)
     if not isinstance(cache, FdCache):
         cache = FdCache(max_fds=MAX_CACHED_FDS)
