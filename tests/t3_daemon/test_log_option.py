@@ -10,7 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from support.fusedaemon import MEMINFO, PYLXCFS, make_fixture_root, mountinfo_entry
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse]  # the daemon runs as root and mounts
 
 
 def _wait_gone(mnt: Path, pidfile: Path) -> None:
