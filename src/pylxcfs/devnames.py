@@ -332,7 +332,8 @@ def _scan_real(devfd: int, devm: Mount, node_mounts: dict[str, int], stats: Scan
 
 
 def _scan_node_files(root: HostRoot, pid: int, stats: ScanStats) -> dict[DevT, str]:
-    """Host trees (HostRoot.block_nodes_as_files): `dev/<name>` regular files reading "block MAJ:MIN" stand for block nodes."""
+    """Host trees (HostRoot.block_nodes_as_files): `dev/<name>` regular files reading "block MAJ:MIN" stand for
+    block nodes."""
     nodes: dict[DevT, str] = {}
     stats.scans += 1
     try:
