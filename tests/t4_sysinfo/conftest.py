@@ -48,7 +48,8 @@ def parse_kv(text: str) -> dict[str, int]:
 
 
 def agent_pid(sock: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
+    # IndexError: the agent is rewriting its pid file (empty for an instant during a hand-over).
+    with contextlib.suppress(OSError, ValueError, IndexError):
         return int(Path(str(sock) + ".pid").read_text().split()[0])
     return None
 
