@@ -14,6 +14,10 @@ t1_views/test_golden_core.py renders every registry row on every host with a con
 path (Renderer + Resolver) and compares; a row must have a golden on at least one host. An area's own tests may
 compare a pure render with the same file through `check_golden(host, row, text)`.
 
+Copying a host (to change a file in a test): `copy_host(host, dst)`, or shutil.copytree(..., symlinks=True); the
+trees hold dangling symlinks as procfs shows them (proc/<pid>/ns/pid -> "pid:[<inode>]"), which a plain copytree
+refuses.
+
 Writing goldens: PYLXCFS_UPDATE_GOLDEN=1 makes check_golden write instead of compare (then review the diff as code:
 a golden needs an independent check -- expected numbers derived by hand in the area's tests -- never only our output).
 """
@@ -21,6 +25,7 @@ a golden needs an independent check -- expected numbers derived by hand in the a
 from __future__ import annotations
 
 import os
+import shutil
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -33,7 +38,7 @@ HOSTS = TESTS / "fixtures" / "hosts"
 GOLDEN = TESTS / "golden"
 UPDATE = os.environ.get("PYLXCFS_UPDATE_GOLDEN") == "1"
 
-__all__ = ["GOLDEN", "HOSTS", "UPDATE", "all_hosts", "check_golden", "container_hosts", "golden_path",
+__all__ = ["GOLDEN", "HOSTS", "UPDATE", "all_hosts", "check_golden", "container_hosts", "copy_host", "golden_path",
            "host_root", "manifest", "row_name"]
 
 
@@ -52,6 +57,12 @@ def manifest(host: str) -> dict[str, Any]:
 def container_hosts() -> list[str]:
     """Hosts whose tree holds a container (MANIFEST names its caller pid)."""
     return [h for h in all_hosts() if "container_caller_pid" in manifest(h)]
+
+
+def copy_host(host: str, dst: Path) -> HostRoot:
+    """A private copy of the host's tree at `dst` (symlinks kept as they are), and a HostRoot over it."""
+    shutil.copytree(HOSTS / host, dst, symlinks=True)
+    return HostRoot.from_dir(dst)
 
 
 def host_root(host: str) -> HostRoot:

@@ -99,7 +99,7 @@ def test_hybrid_capture_from_v1_memory_stat() -> None:
 
 def test_v1_blkio_counts_become_pgpgin(tmp_path: Path) -> None:
     root = tmp_path / "h"
-    shutil.copytree(HOSTS / "x86_64-hybrid-debian12", root)
+    shutil.copytree(HOSTS / "x86_64-hybrid-debian12", root, symlinks=True)
     blk = root / "sys/fs/cgroup/blkio/lxc/ct"
     (blk / "blkio.throttle.io_serviced_recursive").write_text(
         "254:0 Read 10\n254:0 Write 4\n254:0 Sync 14\n254:0 Async 0\n254:0 Discard 0\n254:0 Total 14\nTotal 14\n")
@@ -118,7 +118,7 @@ def test_host_caller_gets_the_host_file() -> None:
 
 def test_malformed_memory_stat_serves_the_host_file(tmp_path: Path) -> None:
     root = tmp_path / "h"
-    shutil.copytree(HOSTS / "x86_64-unified-ubuntu22", root)
+    shutil.copytree(HOSTS / "x86_64-unified-ubuntu22", root, symlinks=True)
     (root / "sys/fs/cgroup/system.slice/docker-abc.scope/memory.stat").write_text("anon lots\n")
     out, r = _render(root)
     assert out == (root / "proc/vmstat").read_text()
