@@ -189,6 +189,10 @@ def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
     old_dev = {m.dev for m in ct.host_mountinfo() if m.is_lxcfs}
     other = C.start_daemon(tenv.base / "lxcfs-other", workdir=tenv.base)
     try:
+        # remount gives a daemon 2 s to answer its readiness probe (by design); a just-mounted daemon's first
+        # answers can take longer on a loaded machine (seen once), so wait as an operator's start script does.
+        r = tenv.toolkit("check-lxcfs", "--wait", "120", "--timeout", "2", lxcfs_dir=other.mountpoint, timeout=150)
+        assert r.returncode == 0, r.stdout + r.stderr
         r = tenv.toolkit("remount", "-c", "switch", lxcfs_dir=other.mountpoint)
         assert r.returncode == 0, r.stderr
         new = [m for m in ct.host_mountinfo() if m.is_lxcfs]
