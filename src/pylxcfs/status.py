@@ -28,11 +28,10 @@ import time
 from typing import Any
 
 from pylxcfs import __version__
-from pylxcfs.ct.mountinfo import parse_mountinfo, top_mount_at
 from pylxcfs.errors import ParseError
 from pylxcfs.fuse.mountpoint import canonical
 from pylxcfs.identify import Identifier
-from pylxcfs.parse.mountinfo import Mount
+from pylxcfs.parse.mountinfo import Mount, parse_mountinfo, top_mount_at
 from pylxcfs.parse.pid import parse_stat_starttime, parse_stat_state
 from pylxcfs.stats import BUCKETS_S, quantile
 from pylxcfs.statusdir import PUBLISH_INTERVAL_S, read_all, status_dir_for

@@ -1,12 +1,12 @@
-"""Pure tests of mount plans (ct/plan.py) and the mountinfo parser (ct/mountinfo.py)."""
+"""Pure tests of mount plans (ct/plan.py) and the mountinfo parser and queries (parse/mountinfo.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pylxcfs.ct.mountinfo import lxcfs_overlays, mounts_at, parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import attach_plan, detach_plan, lxcfs_mounts_under, relative_to_root, stacked_lxcfs
 from pylxcfs.errors import ParseError
+from pylxcfs.parse.mountinfo import lxcfs_overlays, mounts_at, parse_mountinfo, top_mount_at
 from pylxcfs.views.registry import VIEW_PATHS, bind_targets, tree_of
 
 # Shapes taken from a real runc container on this machine (C lxcfs 5.0.3 overlays), plus a stacked duplicate,

@@ -1,6 +1,6 @@
 """Perform an AttachPlan / DetachPlan through pylxcfs.syscalls. Runs ONLY inside a forked single-threaded worker
-(nsexec.py): it calls setns(CLONE_NEWNS), which the kernel refuses in a multithreaded process, and it may block on a
-FUSE server, which only a killable child with a deadline may do.
+(pylxcfs.forkjob.run_one): it calls setns(CLONE_NEWNS), which the kernel refuses in a multithreaded process, and it
+may block on a FUSE server, which only a killable child with a deadline may do.
 
 How a file (or a directory view) gets into a container that cannot see the lxcfs dir (runc's mountViaFds pattern):
 1. in the toolkit's namespace, `open_tree(src, OPEN_TREE_CLONE)` gives a detached copy of the daemon's mount. The
@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pylxcfs import syscalls as sc
-from pylxcfs.ct.mountinfo import Mount, parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import AttachPlan, BindMount, DetachPlan, lxcfs_mounts_under
 from pylxcfs.errors import ParseError
 from pylxcfs.hostfs import read_text
+from pylxcfs.parse.mountinfo import Mount, parse_mountinfo, top_mount_at
 from pylxcfs.parse.pid import parse_stat_starttime
 
 _TARGET_FS = {sc.PROC_SUPER_MAGIC: "proc", sc.SYSFS_MAGIC: "sysfs"}

@@ -14,7 +14,7 @@ import posixpath
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pylxcfs.ct.mountinfo import Mount
+from pylxcfs.parse.mountinfo import Mount
 from pylxcfs.views.registry import bind_targets
 
 DEFAULT_LXCFS_DIR = "/var/lib/lxc/lxcfs"

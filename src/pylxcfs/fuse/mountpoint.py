@@ -3,8 +3,8 @@ clean stale ones, refuse live ones.
 
 Role: runs before the daemon mounts (cli.py) and in the supervisor's watchdog after the daemon died.
 It reads /proc/self/mountinfo (never statfs magic) and probes liveness with stat(2) in a forked child
-with a deadline, because stat on the mount of a stopped (SIGSTOP) daemon blocks until that daemon
-answers: a probe in our own process could hang the start-up forever.
+with a deadline (forkjob.stat_errno), because stat on the mount of a stopped (SIGSTOP) daemon blocks until
+that daemon answers: a probe in our own process could hang the start-up forever.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
-import time
 
-from pylxcfs import syscalls
+from pylxcfs import forkjob, syscalls
 from pylxcfs.errors import QuietError
 from pylxcfs.parse.mountinfo import Mount, parse_mountinfo, top_mount_at
 
@@ -39,29 +37,6 @@ def mount_at(path: str, mountinfo: str | None = None) -> Mount | None:
     return top_mount_at(parse_mountinfo(mountinfo), path)
 
 
-def probe(path: str, timeout_s: float = 2.0) -> int | None:
-    """stat(path) in a forked child. Returns 0 if it answered, the errno if it failed, None if it did not
-    answer within the deadline (a stopped or wedged daemon)."""
-    pid = os.fork()
-    if pid == 0:  # child: no Python cleanup, just the answer in the exit code
-        code = 0
-        try:
-            os.stat(path)
-        except OSError as e:
-            code = e.errno or 255
-        os._exit(code & 0xFF)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)  # FUSE waits are killable (request_wait_answer)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.01)
-
-
 def lazy_unmount(path: str) -> None:
     """umount2(MNT_DETACH): detach now, free when the last user is gone (works on busy mounts)."""
     syscalls.umount2(path, syscalls.MNT_DETACH)
@@ -78,7 +53,7 @@ def prepare(path: str, probe_timeout_s: float = 2.0) -> str:
                 log.warning("%s is a %s mount; mounting on top of it", path, entry.fstype)
             os.makedirs(path, exist_ok=True)
             return path
-        state = probe(path, probe_timeout_s)
+        state = forkjob.stat_errno(path, probe_timeout_s)
         if state in (errno.ENOTCONN, errno.ECONNABORTED):
             log.warning("%s is a stale %s mount (%s): unmounting it lazily", path, entry.fstype,
                         os.strerror(state))

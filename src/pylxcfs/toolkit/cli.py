@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 from pylxcfs import __version__
 from pylxcfs import syscalls as sc
 from pylxcfs.ct.apply import proc_start_time
-from pylxcfs.ct.mountinfo import parse_mountinfo, top_mount_at
 from pylxcfs.ct.plan import DEFAULT_LXCFS_DIR
 from pylxcfs.errors import QuietError
+from pylxcfs.parse.mountinfo import parse_mountinfo, top_mount_at
 from pylxcfs.toolkit import discovery, install, ops, probe, registry
 from pylxcfs.toolkit import log as tlog
 from pylxcfs.toolkit.resolve import resolve_id

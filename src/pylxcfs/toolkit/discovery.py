@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pylxcfs.ct.apply import proc_start_time
-from pylxcfs.ct.mountinfo import Mount, parse_mountinfo
 from pylxcfs.ct.oci import valid_container_id
 from pylxcfs.errors import QuietError
+from pylxcfs.parse.mountinfo import Mount, parse_mountinfo
 from pylxcfs.toolkit import registry, safefile
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ import sys
 import time
 from typing import NoReturn
 
-from pylxcfs.ct import apply, nsexec
+from pylxcfs import forkjob
+from pylxcfs.ct import apply
 from pylxcfs.ct.oci import (
     HookInputError,
     OciConfig,
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace, kv: dict[str, object]) -> bool:
     else:
         live = probe.daemon_mount(lxcfs_dir)
         plan = attach_plan(state.id, lxcfs_dir, rootfs, pid, start_time, live_dev=live.dev if live else None)
-        res = nsexec.run_one(state.id, lambda: apply.attach(plan), args.timeout)
+        res = forkjob.run_one(state.id, lambda: apply.attach(plan), args.timeout)
         if not res.ok:
             log.error(f"mount into container failed: {res.error}", extra={"kv": kv})
             ok = False

@@ -1,7 +1,7 @@
 """remount / umount orchestration: pick the containers, build pure plans, run them in forked workers with bounded
 parallelism and a per-container deadline, verify the result from /proc/<pid>/mountinfo, summarise.
 
-The parent never enters a namespace and never touches a FUSE path; workers do (pylxcfs.ct.nsexec).
+The parent never enters a namespace and never touches a FUSE path; workers do (pylxcfs.forkjob).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pylxcfs.ct import apply, nsexec
+from pylxcfs import forkjob
+from pylxcfs.ct import apply
 from pylxcfs.ct.plan import OVERLAY_PREFIXES, AttachPlan, attach_plan, detach_plan, lxcfs_mounts_under
 from pylxcfs.toolkit.discovery import Candidate, container_mounts
 
@@ -96,11 +97,11 @@ def verify_attach(plan: AttachPlan, pid: int, outcomes: list[dict[str, Any]], li
     return problems
 
 
-def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsexec.Job], parallel: int,
+def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], forkjob.Job], parallel: int,
          timeout_s: float, verify: Callable[[Candidate, list[dict[str, Any]]], list[str]] | None
          ) -> list[ContainerResult]:
     results: dict[str, ContainerResult] = {}
-    jobs: list[tuple[str, nsexec.Job]] = []
+    jobs: list[tuple[str, forkjob.Job]] = []
     by_label: dict[str, Candidate] = {}
     for c in cands:
         why = precheck(c)
@@ -109,7 +110,7 @@ def _run(kind: str, cands: list[Candidate], make_job: Callable[[Candidate], nsex
             continue
         jobs.append((c.id, make_job(c)))
         by_label[c.id] = c
-    for r in nsexec.run_jobs(jobs, parallel, timeout_s):
+    for r in forkjob.run_jobs(jobs, parallel, timeout_s):
         c = by_label[r.label]
         outcomes = list(r.data.get("outcomes", [])) if r.ok else []
         failed = [f"{o['target']}: {o['detail']}" for o in outcomes if o["action"] == "failed"]
@@ -134,7 +135,7 @@ def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: fl
             live_dev: str | None = None) -> list[ContainerResult]:
     plans = {c.id: attach_plan(c.id, lxcfs_dir, "/", c.pid, c.start_time, live_dev=live_dev) for c in cands}
 
-    def job(c: Candidate) -> nsexec.Job:
+    def job(c: Candidate) -> forkjob.Job:
         p = plans[c.id]
         return lambda: apply.attach(p)
 
@@ -142,7 +143,7 @@ def remount(cands: list[Candidate], lxcfs_dir: str, parallel: int, timeout_s: fl
 
 
 def umount(cands: list[Candidate], parallel: int, timeout_s: float) -> list[ContainerResult]:
-    def job(c: Candidate) -> nsexec.Job:
+    def job(c: Candidate) -> forkjob.Job:
         p = detach_plan(c.id, "/", c.pid, c.start_time)
         return lambda: apply.detach(p)
 

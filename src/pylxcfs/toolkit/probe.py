@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pylxcfs.ct import nsexec
-from pylxcfs.ct.mountinfo import Mount, parse_mountinfo, top_mount_at
-from pylxcfs.fuse.mountpoint import canonical
+from pylxcfs import forkjob
+from pylxcfs.fuse.mountpoint import canonical, mount_at
+from pylxcfs.parse.mountinfo import Mount, top_mount_at
 from pylxcfs.views.registry import VIEW_PATHS
 
 
@@ -47,10 +47,7 @@ def canonical_dir(path: str) -> str:
 
 def daemon_mount(lxcfs_dir: str, mounts: list[Mount] | None = None) -> Mount | None:
     """The FUSE mount on top of lxcfs_dir in our namespace, or None."""
-    if mounts is None:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            mounts = parse_mountinfo(f.read())
-    top = top_mount_at(mounts, lxcfs_dir)
+    top = mount_at(lxcfs_dir) if mounts is None else top_mount_at(mounts, lxcfs_dir)
     return top if top is not None and top.is_fuse else None
 
 
@@ -77,7 +74,7 @@ def probe(lxcfs_dir: str, timeout_s: float = 2.0) -> ProbeResult:
     m = daemon_mount(lxcfs_dir)
     if m is None:
         return ProbeResult(Health.ABSENT, f"nothing is mounted at {lxcfs_dir}", time.monotonic() - start)
-    r = nsexec.run_one("probe", lambda: _read_probe(lxcfs_dir), timeout_s)
+    r = forkjob.run_one("probe", lambda: _read_probe(lxcfs_dir), timeout_s)
     elapsed = time.monotonic() - start
     if r.timed_out:
         return ProbeResult(Health.HUNG, f"{m.fstype} at {lxcfs_dir} did not answer within {timeout_s:g}s "
