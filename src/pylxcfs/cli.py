@@ -39,7 +39,8 @@ EXIT_PIDFILE_LOCKED = 4
 
 EPILOG = """exit codes: 0 clean shutdown, 1 error, 2 usage, 3 mount point busy (a live FUSE mount is
 there), 4 pidfile locked (another instance runs). Signals: SIGTERM/SIGINT unmount and exit 0; SIGHUP
-(raw back-end) replaces the serving worker by one started from the code on disk without failing a read.
+(raw back-end) replaces the serving workers by ones started from the code on disk without failing a read.
+A pylxcfs started on a mount point whose supervisor was killed adopts its still-serving workers.
 `pylxcfs status [--json] [MOUNTPOINT]` reports the daemon's health and the containers it serves
 (`pylxcfs status --help`); a mount point literally named "status" must be written ./status."""
 
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Off by default: if the agent and its keeper are both killed, those containers' sysinfo(2) "
                     "fails with ENOSYS until they restart")
     ap.add_argument("--sysinfo-socket", metavar="PATH", help="the agent's socket (default MOUNTPOINT.sysinfo.sock)")
+    ap.add_argument("--workers", type=int, metavar="N", default=None,
+                    help="raw back-end: worker processes serving the mount (default: one per CPU, at most 4; "
+                    "1-64)")
+    ap.add_argument("--request-timeout", type=float, metavar="S", default=2.0,
+                    help="raw back-end: a worker in one request longer than S seconds is replaced and the "
+                    "request resent to another (default 2)")
     ap.add_argument("-v", "--version", action="version", version=f"pylxcfs {__version__}")
     return ap
 
@@ -194,7 +201,12 @@ def run(args: argparse.Namespace) -> int:
     except QuietError as e:
         report(e.exit_code, str(e))
         raise
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise QuietError(f"--workers {args.workers}: must be 1..64", 2)
+    if not args.request_timeout > 0:
+        raise QuietError(f"--request-timeout {args.request_timeout}: must be > 0", 2)
     status_dir = statusdir.status_dir_for(args.pidfile)
+    adopted = None
     try:
         try:
             statusdir.prepare(status_dir)  # only now: the pidfile lock says no other daemon publishes there
@@ -207,7 +219,13 @@ def run(args: argparse.Namespace) -> int:
                 metrics.spawn(args.metrics_listen, status_dir)
             except OSError as e:
                 raise QuietError(str(e), 1) from None
-        mnt = mountpoint.prepare(args.mountpoint)
+        if args.fuse_backend == "raw":
+            # Workers outlive a killed supervisor and keep the mount serving: take them over instead of
+            # refusing the busy mount point (fuse/adopt.py).
+            from pylxcfs.fuse.adopt import adopt
+
+            adopted = adopt(mountpoint.canonical(args.mountpoint))
+        mnt = mountpoint.canonical(args.mountpoint) if adopted else mountpoint.prepare(args.mountpoint)
     except QuietError as e:
         pidfile.remove()
         report(e.exit_code, str(e))
@@ -237,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("-o %s ignored: the raw back-end always mounts with allow_other, direct_io and "
                             "0.5 s entry/attr timeouts", args.options)
 
-            code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify).run()
+            code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify, workers=args.workers,
+                              request_timeout_s=args.request_timeout, adopted=adopted).run()
     except BaseException as e:
         report(e.exit_code if isinstance(e, QuietError) else 1, str(e))
         raise

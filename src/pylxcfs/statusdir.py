@@ -183,8 +183,15 @@ class SupervisorStatus:
 
         init = getattr(sup, "init", None)
         workers = []
+        now_ns = time.monotonic_ns()
         for w in list(getattr(sup, "workers", {}).values()):
-            workers.append({"pid": w.pid, "ready": bool(w.ready), "retiring": w.retiring_since is not None})
+            row: dict[str, Any] = {"pid": w.pid, "ready": bool(w.ready), "retiring": w.retiring_since is not None}
+            if hasattr(w, "gen"):  # the pool's workers: generation, adopted, the request in progress
+                since, _unique, pid, opcode, requests, _errors = w.snapshot()
+                row.update(generation=w.gen, adopted=bool(w.adopted), requests=requests,
+                           busy_s=round((now_ns - since) / 1e9, 3) if since else 0.0,
+                           busy_pid=pid if since else 0, busy_opcode=opcode if since else 0)
+            workers.append(row)
         fuse = None
         if init is not None:
             fuse = {"protocol": f"7.{init.minor}", "kernel_flags": init.kernel_flags, "flags": init.flags,
@@ -193,6 +200,8 @@ class SupervisorStatus:
         out = {"pid": os.getpid(), "version": __version__, "backend": self.backend, "started": self.started,
                "time": time.time(), "mountpoint": getattr(sup, "mnt", None), "fuse": fuse, "workers": workers,
                "worker_crashes": int(getattr(sup, "crashes", 0)), "kernel": os.uname().release}
+        if isinstance(getattr(sup, "size", None), int):
+            out["pool_size"] = sup.size
         for extra in ("stuck_requests", "stuck_kills", "adopted"):  # pool/watchdog counters where present
             v = getattr(sup, extra, None)
             if isinstance(v, int):

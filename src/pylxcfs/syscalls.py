@@ -284,3 +284,15 @@ def statx_mnt_id(fd: int) -> int:
     if not buf.stx_mask & STATX_MNT_ID:
         raise OSError(95, "statx: no STATX_MNT_ID (Linux < 5.8)")
     return int(buf.stx_mnt_id)
+
+
+# --- the FUSE supervisor's adoption of a dead supervisor's workers (fuse/adopt.py) ------------------------------------
+SYS_PIDFD_GETFD = 438  # Linux >= 5.6, same number on every architecture (unified table)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """pidfd_getfd(2): a duplicate (O_CLOEXEC) of descriptor `targetfd` of the process behind `pidfd`. Needs
+    PTRACE_MODE_ATTACH_REALCREDS over it (root, or the same user without Yama restrictions)."""
+    ret = _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(targetfd),
+                        ctypes.c_uint(0))
+    return _check(ret, f"pidfd_getfd({targetfd})")

@@ -112,8 +112,19 @@ class Daemon:
         return self.proc.pid
 
     def workers(self) -> list[int]:
-        """Live worker pids (children running pylxcfs.fuse.wire)."""
-        return [c for c in children(self.pid) if "pylxcfs.fuse.wire" in cmdline(c) and alive(c)]
+        """Live worker pids (children running pylxcfs.fuse.worker)."""
+        return [c for c in children(self.pid) if "pylxcfs.fuse.worker" in cmdline(c) and alive(c)]
+
+    def all_workers(self) -> list[int]:
+        """Every live worker serving our mount point, ours or orphaned (a killed supervisor's workers keep
+        serving until a new supervisor adopts them): found by `--mount MNT` in their command line."""
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                argv = cmdline(int(d)).split()
+                if "pylxcfs.fuse.worker" in argv and str(self.mnt) in argv and alive(int(d)):
+                    out.append(int(d))
+        return out
 
     def worker(self, timeout: float = 5) -> int:
         """The single serving worker, once there is exactly one."""
@@ -143,8 +154,8 @@ class Daemon:
         return code
 
     def kill_all(self) -> None:
-        """SIGKILL supervisor, workers and watchdog (by pid)."""
-        pids = [*self.workers(), self.pid]
+        """SIGKILL supervisor, workers (orphaned ones too) and watchdog (by pid)."""
+        pids = [self.pid, *self.workers(), *self.all_workers()]
         if self.watchdog:
             pids.append(self.watchdog)
         for p in pids:
@@ -155,7 +166,7 @@ class Daemon:
 
     def cleanup(self) -> None:
         """Kill what is left by pid and lazily unmount our mount point if still mounted."""
-        if self.proc.poll() is None:
+        if self.proc.poll() is None or self.all_workers():
             self.kill_all()
         if self.watchdog and alive(self.watchdog):
             with contextlib.suppress(ProcessLookupError):

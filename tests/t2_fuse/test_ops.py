@@ -19,7 +19,8 @@ import pytest
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.handles import HandleTable
 from pylxcfs.fuse.ops import FsError, Operations, stable_ino
-from pylxcfs.fuse.wire import Dispatcher, StopFlag, serve
+from pylxcfs.fuse.wire import Dispatcher
+from pylxcfs.fuse.worker import StopFlag, serve
 from pylxcfs.views.registry import VIEW_PATHS, directories
 
 from .conftest import FakeRenderer, read_body, request, split_reply

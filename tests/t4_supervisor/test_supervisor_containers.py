@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from support.fusedaemon import Daemon, mountinfo_entry, record_result, start_daemon, wait_for
+from support.fusedaemon import Daemon, alive, mountinfo_entry, record_result, start_daemon, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e, pytest.mark.slow]
 
@@ -146,7 +146,8 @@ def cenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture
 def daemon(cenv: Env) -> Iterator[Daemon]:
-    d = start_daemon(cenv.base, mnt=cenv.lxcfs, name=f"d{cenv.n}")
+    # One worker: these scenarios are the single-worker worst cases (the pool has its own tests).
+    d = start_daemon(cenv.base, "--workers", "1", mnt=cenv.lxcfs, name=f"d{cenv.n}")
     try:
         yield d
     finally:
@@ -200,10 +201,41 @@ def test_ct_sighup_reload(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Pa
     assert all(r.value == VIRTUAL_TOTAL for r in rs)
 
 
-def test_ct_supervisor_sigkill_stop_and_start_paths(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Path],
-                                                    tmp_path: Path) -> None:
+def test_ct_supervisor_sigkill_restart_adopts(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Path],
+                                             tmp_path: Path) -> None:
+    """Supervisor SIGKILL under the container's read loop, then a new pylxcfs on the same mount point (no stop
+    path, no remount): the orphaned worker serves meanwhile, the new supervisor adopts the connection and
+    replaces it. Not one read fails and every read shows the container's limit."""
     _ct, log = loop
+    orphan = daemon.worker()
+    t_kill = time.monotonic()
     os.kill(daemon.pid, signal.SIGKILL)
+    daemon.proc.wait(5)
+    wait_for(lambda: sum(r.t0 > t_kill for r in reads(log)) >= 10, 20, "reads after the supervisor's death")
+    assert mountinfo_entry(cenv.lxcfs) is not None
+    d2 = start_daemon(cenv.base, mnt=cenv.lxcfs, name="adopter")
+    try:
+        wait_for(lambda: not alive(orphan), 15, "the orphaned worker retired")
+        t_adopted = time.monotonic()
+        wait_for(lambda: sum(r.t0 > t_adopted for r in reads(log)) >= 10, 20, "reads after the adoption")
+        rs = reads(log)
+        record_result(tmp_path, summary("container: supervisor SIGKILL, restart adopts", rs,
+                                        reads_after_kill=sum(r.t0 > t_kill for r in rs)))
+        assert [r for r in rs if not r.ok] == []  # no ENOTCONN, ever
+        assert all(r.value == VIRTUAL_TOTAL for r in rs)
+        assert "adopted the connection" in d2.log_text()
+    finally:
+        d2.stop()
+
+
+def test_ct_all_processes_sigkill_stop_and_start_paths(cenv: Env, daemon: Daemon, loop: tuple[C.Container, Path],
+                                                       tmp_path: Path) -> None:
+    """The fallback when nothing can serve: supervisor and worker SIGKILLed."""
+    _ct, log = loop
+    workers = daemon.workers()
+    os.kill(daemon.pid, signal.SIGKILL)
+    for w in workers:
+        os.kill(w, signal.SIGKILL)
     daemon.proc.wait(5)
     # The watchdog removes the dead host mount; the container's binds stay dead until the stop path.
     wait_for(lambda: mountinfo_entry(cenv.lxcfs) is None, 5, "no stale mount on the host")
@@ -226,7 +258,7 @@ def test_ct_supervisor_sigkill_stop_and_start_paths(cenv: Env, daemon: Daemon, l
         after_start = [r for r in rs if r.t0 > t_start]
         assert all(r.ok and r.value == VIRTUAL_TOTAL for r in after_start), after_start[:3]
         window = [r for r in rs if r.t0 <= t_stop]
-        record_result(tmp_path, summary("container: supervisor SIGKILL, umount --all, restart, remount --all", rs,
+        record_result(tmp_path, summary("container: all processes SIGKILL, umount --all, restart, remount --all", rs,
                                         errors_before_stop_path=sum(not r.ok for r in window),
                                         errors_after_stop_path=sum(not r.ok for r in rs if r.t0 > t_stop),
                                         umount_s=round(took_umount, 2), remount_s=round(took_remount, 2)))

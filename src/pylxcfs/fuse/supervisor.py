@@ -1,19 +1,29 @@
-"""The supervisor: owns the FUSE connection and keeps a worker serving it.
+"""The supervisor: owns the FUSE connection and keeps a pool of workers serving it.
 
-Role: the process in the pidfile. It opens /dev/fuse, mounts it with mount(2), answers INIT itself,
-then runs worker processes (fuse/wire.py, each a fresh `python -m pylxcfs.fuse.wire` that inherits
-the descriptor) and never serves a request. Because the supervisor holds the descriptor, the kernel
-connection outlives any worker: a worker that dies leaves the mount alive (no ENOTCONN), the
-requests it had taken are handed back to the kernel with FUSE_NOTIFY_RESEND (Linux >= 6.9) and a new
-worker answers them. libfuse cannot do this: its session answers every request with EIO until it
-has itself seen INIT, which a second process on an existing connection never receives; hence the
+Role: the process in the pidfile. It opens /dev/fuse, mounts it with mount(2), answers INIT itself, then
+runs a pool of worker processes (fuse/worker.py, each a fresh `python -m pylxcfs.fuse.worker` that
+inherits the descriptor) and never serves a request. The kernel connection outlives any single process:
+a worker that dies leaves the mount alive, the requests it had taken are handed back to the kernel with
+FUSE_NOTIFY_RESEND (Linux >= 6.9) and the other workers (and its replacement) answer them; a supervisor
+that dies leaves its workers serving, and a supervisor started again on the same mount point adopts the
+connection from them (fuse/adopt.py). libfuse cannot do this: its session answers every request with EIO
+until it has itself seen INIT, which a second process on an existing connection never receives; hence the
 small protocol implementation in fuse/protocol.py.
 
-Signals: SIGHUP starts a worker from the code on disk, and once it is ready tells the old one to stop
-reading (SIGUSR2); the old one answers what it took and exits: no request is dropped. SIGTERM/SIGINT
-unmount, stop the workers and exit 0. If the supervisor itself is SIGKILLed, its workers die with it
-(PR_SET_PDEATHSIG), the connection drops, and a watchdog process (forked before /dev/fuse was opened,
-so it never holds the connection) lazily unmounts the dead mount point.
+Generations: the workers started together (at start, after a reload, after an adoption) form one
+generation; the older generation is retired (SIGUSR2: answer what you hold, exit) only once every worker
+of the new one is ready, so no request is dropped. Stuck requests: each worker publishes the request it is
+answering on a shared page; one in progress longer than the request timeout gets its worker killed (its
+requests are resent to the others) and is logged with the requester's pid and container. A request that
+was already resent once and gets stuck again is answered EIO by the supervisor itself.
+
+Signals: SIGHUP starts a new generation from the code on disk. SIGTERM/SIGINT unmount, stop the workers and
+exit 0. If every process holding the connection dies (SIGKILL of all of them, OOM), a watchdog process
+(forked before /dev/fuse was opened, so it never holds the connection) lazily unmounts the dead mount point.
+
+Status: about once a second the supervisor writes supervisor.json into the status directory (statusdir.py:
+every worker with its generation and the request it is in, crash, stuck-request and adoption counters);
+each worker publishes its own per-container stats there, and `pylxcfs status` merges them all.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import contextlib
 import errno
 import json
 import logging
+import mmap
 import os
 import select
 import signal
@@ -29,39 +40,101 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pylxcfs import statusdir, syscalls
 from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.adopt import Adopted
 from pylxcfs.fuse.config import DaemonConfig
 from pylxcfs.fuse.watchdog import FSTYPE, start_watchdog
-from pylxcfs.fuse.wire import EXIT_CONNECTION_GONE
+from pylxcfs.fuse.worker import EXIT_CONNECTION_GONE, MODULE, STATS, STATS_SIZE
 
 log = logging.getLogger(__name__)
 
 FSNAME = "lxcfs"  # `mount` shows "lxcfs on MNT type fuse.lxcfs", which existing tooling greps for
 READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
+REQUEST_TIMEOUT_S = 2.0  # a request in progress longer than this: its worker is replaced
 STOP_TIMEOUT_S = 5.0
-RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake; a crashed worker is replaced within a second
+RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake once spawns have failed (a crashed worker is replaced within a second)
+MAX_WORKERS = 64
+DEFAULT_MAX_WORKERS = 4  # each worker is a Python process (~10 MB PSS); more cores than this rarely help
+EXIT_UNKNOWN = 255  # an adopted worker is not our child: its exit status went to its new parent
+
+
+def default_workers() -> int:
+    """The pool size: one worker per CPU we may run on, at least 1, at most DEFAULT_MAX_WORKERS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except OSError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, DEFAULT_MAX_WORKERS))
 
 
 @dataclass(slots=True)
 class Worker:
-    """One serving process."""
+    """One serving process: our child (popen) or adopted from a dead supervisor (pidfd only)."""
 
-    popen: subprocess.Popen[bytes]
+    pid: int
+    popen: subprocess.Popen[bytes] | None
     ready_fd: int  # read end of its readiness pipe (-1 once ready)
     started: float
+    gen: int
+    stats: mmap.mmap | None = None
+    pidfd: int = -1
     ready: bool = False
     retiring_since: float | None = None
-    replaces: list[int] = field(default_factory=list)  # pids to retire once this one is ready
+    acted_on: int = 0  # unique of the stuck request already handled
 
     @property
-    def pid(self) -> int:
-        """The worker's pid."""
-        return self.popen.pid
+    def adopted(self) -> bool:
+        """Started by a previous supervisor."""
+        return self.popen is None
+
+    def poll(self) -> int | None:
+        """Exit status once it has exited, else None."""
+        if self.popen is not None:
+            return self.popen.poll()
+        if select.select([self.pidfd], [], [], 0)[0]:  # a pidfd polls readable once the process exited
+            return 0 if self.retiring_since is not None else EXIT_UNKNOWN
+        return None
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` (through the pidfd for adopted workers: their pid is not ours to reap, it may be reused)."""
+        with contextlib.suppress(ProcessLookupError):
+            if self.popen is not None:
+                os.kill(self.pid, sig)
+            else:
+                signal.pidfd_send_signal(self.pidfd, sig)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for it to exit; True if it did."""
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return bool(select.select([self.pidfd], [], [], timeout)[0])
+
+    def snapshot(self) -> tuple[int, int, int, int, int, int]:
+        """(busy_since_ns, unique, pid, opcode, requests, errors) from its stats page (zeros without one)."""
+        if self.stats is None:
+            return (0, 0, 0, 0, 0, 0)
+        return STATS.unpack_from(self.stats, 0)
+
+    def close(self) -> None:
+        """Release what the supervisor holds for it."""
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
 
 
 def mount_data(fd: int) -> str:
@@ -69,17 +142,37 @@ def mount_data(fd: int) -> str:
     return f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other"
 
 
+def describe_requester(pid: int) -> str:
+    """Who sent a request: the pid's pid namespace and cgroup (the container), for the log."""
+    parts = []
+    with contextlib.suppress(OSError):
+        parts.append(f"pidns {os.stat(f'/proc/{pid}/ns/pid').st_ino}")
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+        # the unified line (0::/path) names the container on v2 and hybrid hosts; else the first controller's
+        unified = [ln for ln in lines if ln.startswith("0::")]
+        if unified or lines:
+            parts.append("cgroup " + (unified or lines)[0].split(":", 2)[2])
+    return ", ".join(parts) or "gone"
+
+
 class Supervisor:
-    """Mount, negotiate, keep workers, react to signals. `run()` returns the exit code."""
+    """Mount (or adopt), negotiate, keep the pool, react to signals. `run()` returns the exit code."""
 
     def __init__(self, mnt: str, cfg: DaemonConfig, on_ready: Callable[[], None] | None = None,
-                 notify: Callable[[str], object] | None = None) -> None:
+                 notify: Callable[[str], object] | None = None, workers: int | None = None,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, adopted: Adopted | None = None) -> None:
         self.mnt = mnt
         self.cfg = cfg
         self.on_ready = on_ready
         self.notify = notify or (lambda _msg: None)
+        self.size = max(1, min(workers or default_workers(), MAX_WORKERS))
+        self.request_timeout_s = request_timeout_s
+        self._adopting = adopted
         self.fd = -1
+        self.dev = ""
         self.workers: dict[int, Worker] = {}
+        self.gen = 0
         self.init: P.InitResult | None = None
         self._signals: list[int] = []
         self._wake_r = self._wake_w = -1
@@ -87,14 +180,20 @@ class Supervisor:
         self._last_spawn = 0.0
         self._resend_ok = True
         self._startup_failures = 0
+        self._served_once = False
         self.crashes = 0
+        self.stuck_requests = 0  # requests found past the deadline (published as stuck_requests)
+        self.adopted = 0  # connections taken over from a dead supervisor (published as adopted)
         self.connection_gone = False
         # `pylxcfs status` and the metrics exporter read what this publishes (statusdir.py).
-        self.status = statusdir.SupervisorStatus(cfg.status_dir) if cfg.status_dir else None
+        self.status_pub = statusdir.SupervisorStatus(cfg.status_dir) if cfg.status_dir else None
 
     # -- mount and INIT ---------------------------------------------------------------------------
     def mount(self) -> None:
-        """Open /dev/fuse, mount it at self.mnt and answer INIT."""
+        """Open /dev/fuse, mount it at self.mnt and answer INIT; or take over an adopted connection."""
+        if self._adopting is not None:
+            self._take_over(self._adopting)
+            return
         self._watchdog_w = start_watchdog(self.mnt)
         self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         syscalls.mount(FSNAME, self.mnt, FSTYPE, syscalls.MS_NOSUID | syscalls.MS_NODEV, mount_data(self.fd))
@@ -105,8 +204,24 @@ class Supervisor:
             raise
         entry = mountpoint.mount_at(self.mnt)
         if entry is not None:
+            self.dev = entry.dev
             os.write(self._watchdog_w, f"dev={entry.dev}\n".encode())
-        os.set_blocking(self.fd, False)  # workers poll; see fuse/wire.py
+        os.set_blocking(self.fd, False)  # workers poll; see fuse/worker.py
+
+    def _take_over(self, a: Adopted) -> None:
+        self.fd, self.dev = a.fuse_fd, a.dev
+        if a.watchdog_fd >= 0:
+            self._watchdog_w = a.watchdog_fd  # the dead supervisor's watchdog waits on this pipe still
+        else:
+            self._watchdog_w = start_watchdog(self.mnt)
+            os.write(self._watchdog_w, f"dev={a.dev}\n".encode())
+        os.set_blocking(self.fd, False)
+        for pid, pidfd in a.workers:
+            self.workers[pid] = Worker(pid, None, -1, time.monotonic(), gen=-1, pidfd=pidfd, ready=True)
+        a.workers = []
+        self.adopted += 1
+        log.warning("adopted the connection of %s (device %s) from the workers %s of a dead supervisor; "
+                    "replacing them", self.mnt, self.dev, sorted(self.workers))
 
     def _answer_init(self) -> None:
         while self.init is None:
@@ -122,19 +237,26 @@ class Supervisor:
                  self.init.minor, self.init.kernel_flags, "yes" if self.init.kernel_can_resend else "no")
 
     # -- workers ------------------------------------------------------------------------------------
-    def spawn(self, replaces: list[int] | None = None) -> Worker:
-        """Start a worker from the code on disk; it inherits the /dev/fuse descriptor."""
+    def spawn(self) -> Worker:
+        """Start a worker of the current generation from the code on disk; it inherits the descriptor."""
         rfd, wfd = os.pipe()
-        argv = [sys.executable, "-m", "pylxcfs.fuse.wire", "--fd", str(self.fd), "--ready-fd", str(wfd),
-                "--parent", str(os.getpid()), "--config", json.dumps(self.cfg.to_json())]
+        sfd = os.memfd_create("pylxcfs-worker-stats", os.MFD_CLOEXEC)
         try:
-            popen = subprocess.Popen(argv, pass_fds=(self.fd, wfd), close_fds=True, stdin=subprocess.DEVNULL)
+            os.ftruncate(sfd, STATS_SIZE)
+            stats = mmap.mmap(sfd, STATS_SIZE)
+            argv = [sys.executable, "-m", MODULE, "--fd", str(self.fd), "--ready-fd", str(wfd),
+                    "--parent", str(os.getpid()), "--mount", self.mnt, "--dev", self.dev,
+                    "--watchdog-fd", str(self._watchdog_w), "--stats-fd", str(sfd),
+                    "--config", json.dumps(self.cfg.to_json())]
+            fds = tuple(fd for fd in (self.fd, wfd, self._watchdog_w, sfd) if fd >= 0)
+            popen = subprocess.Popen(argv, pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL)
         finally:
             os.close(wfd)
-        w = Worker(popen, rfd, time.monotonic(), replaces=list(replaces or []))
+            os.close(sfd)
+        w = Worker(popen.pid, popen, rfd, time.monotonic(), gen=self.gen, stats=stats)
         self.workers[w.pid] = w
         self._last_spawn = time.monotonic()
-        log.info("started worker %d%s", w.pid, f" to replace {w.replaces}" if w.replaces else "")
+        log.info("started worker %d (generation %d)", w.pid, w.gen)
         return w
 
     def _serving(self) -> list[Worker]:
@@ -144,12 +266,7 @@ class Supervisor:
         if w.retiring_since is None:
             w.retiring_since = time.monotonic()
             log.info("retiring worker %d", w.pid)
-            self._kill(w, signal.SIGUSR2)
-
-    @staticmethod
-    def _kill(w: Worker, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(w.pid, sig)
+            w.signal(signal.SIGUSR2)
 
     def resend(self) -> None:
         """FUSE_NOTIFY_RESEND: requests taken by a dead worker go back to the queue (Linux >= 6.9). On older
@@ -172,28 +289,32 @@ class Supervisor:
         w.ready_fd = -1
         if not got:  # EOF: died before it was ready; the reaper handles it
             return
-        first = not any(x.ready for x in self.workers.values())
         w.ready = True
         self._startup_failures = 0
         log.info("worker %d ready in %.0f ms", w.pid, (time.monotonic() - w.started) * 1000)
-        for pid in w.replaces:
-            old = self.workers.get(pid)
-            if old is not None:
-                self._retire(old)
-        if first and self.on_ready is not None:
-            self.on_ready()  # the CLI reports readiness (sd_notify READY=1 with MAINPID, the waiting parent)
-            self.on_ready = None
-        else:
-            self.notify("READY=1\nSTATUS=serving")  # after a reload or a respawn
+        if not self._served_once:
+            self._served_once = True
+            if self.on_ready is not None:
+                self.on_ready()  # the CLI reports readiness (sd_notify READY=1 with MAINPID, the waiting parent)
+                self.on_ready = None
+        self._finish_generation()
+
+    def _finish_generation(self) -> None:
+        """Once the whole current generation serves, retire the older ones (reload, adoption)."""
+        current = [w for w in self._serving() if w.gen == self.gen]
+        older = [w for w in self._serving() if w.gen < self.gen]
+        if older and len(current) >= self.size and all(w.ready for w in current):
+            for w in older:
+                self._retire(w)
+            self.notify("READY=1\nSTATUS=serving")  # after a reload or an adoption
 
     def _reap(self) -> None:
         for w in list(self.workers.values()):
-            code = w.popen.poll()
+            code = w.poll()
             if code is None:
                 continue
             del self.workers[w.pid]
-            if w.ready_fd >= 0:
-                os.close(w.ready_fd)
+            w.close()
             if w.retiring_since is not None and code in (0, EXIT_CONNECTION_GONE):
                 log.info("worker %d retired", w.pid)
                 continue
@@ -206,19 +327,28 @@ class Supervisor:
             self.crashes += 1
             if not w.ready:
                 self._startup_failures += 1
-            log.warning("worker %d died (%s)%s", w.pid, f"signal {-code}" if code < 0 else f"exit {code}",
-                        "" if w.ready else " before it was ready")
+            how = "status unknown (adopted)" if code == EXIT_UNKNOWN else (
+                f"signal {-code}" if code < 0 else f"exit {code}")
+            log.warning("worker %d died (%s)%s", w.pid, how, "" if w.ready else " before it was ready")
             # Whatever it had read and not answered would wait forever: have the kernel queue it again.
             self.resend()
-            for pid in w.replaces:  # a failed reload: the old workers keep serving
-                old = self.workers.get(pid)
-                if old is not None and old.retiring_since is None:
-                    log.error("reload failed: worker %d keeps serving", pid)
+            if not w.ready and w.gen == self.gen and self._startup_failures >= 3:
+                older = [x for x in self._serving() if x.gen < self.gen]
+                if older:  # a reload whose code cannot start: keep the serving generation
+                    log.error("reload failed: workers %s keep serving", sorted(x.pid for x in older))
+                    for x in [x for x in self._serving() if x.gen == self.gen]:
+                        x.signal(signal.SIGKILL)
+                    self.gen = max(x.gen for x in older)
 
-    def _ensure_worker(self) -> None:
-        if self._serving():
+    def _ensure_workers(self) -> None:
+        missing = self.size - sum(1 for w in self._serving() if w.gen == self.gen)
+        if missing <= 0:
             return
-        # A worker that cannot even start (broken code on disk) is retried once a second, not in a tight loop.
+        if self._startup_failures == 0:
+            for _ in range(missing):
+                self.spawn()
+            return
+        # Workers that cannot even start (broken code on disk) are retried gently, not in a tight loop.
         interval = RESPAWN_MIN_INTERVAL_S if self._startup_failures < 3 else 1.0
         if time.monotonic() - self._last_spawn >= interval:
             self.spawn()
@@ -228,10 +358,39 @@ class Supervisor:
         for w in list(self.workers.values()):
             if not w.ready and now - w.started > READY_TIMEOUT_S:
                 log.error("worker %d not ready after %.0f s: killing it", w.pid, READY_TIMEOUT_S)
-                self._kill(w, signal.SIGKILL)
+                w.signal(signal.SIGKILL)
             if w.retiring_since is not None and now - w.retiring_since > RETIRE_TIMEOUT_S:
                 log.error("retiring worker %d stuck for %.0f s: killing it", w.pid, RETIRE_TIMEOUT_S)
-                self._kill(w, signal.SIGKILL)
+                w.signal(signal.SIGKILL)
+        self._check_stuck()
+
+    def _check_stuck(self) -> None:
+        """A request in progress past the deadline: kill its worker (the others get its requests back through
+        FUSE_NOTIFY_RESEND), or, if that request had been resent once already, answer it EIO ourselves."""
+        now_ns = time.monotonic_ns()
+        limit_ns = int(self.request_timeout_s * 1e9)
+        for w in list(self.workers.values()):
+            since, unique, pid, opcode, _n, _e = w.snapshot()
+            if not since or now_ns - since < limit_ns or unique == w.acted_on:
+                continue
+            if w.snapshot()[:2] != (since, unique):  # it moved on while we looked
+                continue
+            w.acted_on = unique
+            self.stuck_requests += 1
+            try:
+                op = P.Opcode(opcode).name
+            except ValueError:
+                op = str(opcode)
+            who = describe_requester(pid)
+            resent = bool(unique & P.FUSE_UNIQUE_RESEND)
+            log.error("worker %d stuck %.1f s in %s (unique %#x) for pid %d (%s): %s", w.pid,
+                      (now_ns - since) / 1e9, op, unique, pid, who,
+                      "already resent once, answering EIO and replacing the worker" if resent
+                      else "replacing the worker; its requests go to the others")
+            if resent:
+                with contextlib.suppress(OSError):  # ENOENT: it was answered meanwhile
+                    os.write(self.fd, P.reply_error(unique, errno.EIO))
+            w.signal(signal.SIGKILL)
 
     # -- main loop --------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -250,9 +409,16 @@ class Supervisor:
         self._install_signals()
         self.mount()
         try:
-            self.spawn()
+            if self._adopting is not None:
+                self.gen = 0  # the adopted workers are generation -1: retired once ours serve
+                self._served_once = True  # they serve already: readiness is reported at once
+                if self.on_ready is not None:
+                    self.on_ready()
+                    self.on_ready = None
+            self._ensure_workers()
             while True:
                 fds = [self._wake_r] + [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
+                fds += [w.pidfd for w in self.workers.values() if w.pidfd >= 0]
                 try:
                     readable, _, _ = select.select(fds, [], [], 0.25)
                 except InterruptedError:
@@ -276,22 +442,22 @@ class Supervisor:
                 if signal.SIGHUP in sigs:
                     self.reload()
                 self._check_deadlines()
-                self._ensure_worker()
-                if self.status is not None:
-                    self.status.tick(self)
+                self._ensure_workers()
+                self._finish_generation()
+                if self.status_pub is not None:
+                    self.status_pub.tick(self)
         except BaseException:
             self.shutdown()
             raise
 
     def reload(self) -> None:
-        """SIGHUP: a new worker from the code on disk replaces every serving one once it is ready."""
+        """SIGHUP: a new generation from the code on disk replaces every serving worker once it all serves."""
         self.notify("RELOADING=1")
-        olds = [w.pid for w in self._serving() if w.ready]
         for p in [w for w in self._serving() if not w.ready]:  # a reload in progress: restart it
-            olds.extend(x for x in p.replaces if x not in olds)
-            self._kill(p, signal.SIGKILL)
-        log.info("reload: replacing workers %s", olds)
-        self.spawn(replaces=olds)
+            p.signal(signal.SIGKILL)
+        self.gen += 1
+        self._startup_failures = 0
+        log.info("reload: generation %d replaces workers %s", self.gen, sorted(w.pid for w in self._serving()))
 
     def shutdown(self) -> int:
         """Unmount, stop the workers, close the connection, tell the watchdog all is well."""
@@ -305,14 +471,14 @@ class Supervisor:
                 elif e.errno != errno.EINVAL:  # EINVAL: not mounted (someone unmounted it already)
                     log.error("unmount %s: %s", self.mnt, e)
         for w in self.workers.values():
-            self._kill(w, signal.SIGUSR2)
+            w.signal(signal.SIGCONT)  # a stopped worker cannot act on SIGUSR2
+            w.signal(signal.SIGUSR2)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for w in list(self.workers.values()):
-            try:
-                w.popen.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._kill(w, signal.SIGKILL)
-                w.popen.wait()
+            if not w.wait(max(0.0, deadline - time.monotonic())):
+                w.signal(signal.SIGKILL)
+                w.wait(5)
+            w.close()
         self.workers.clear()
         if self.fd >= 0:
             os.close(self.fd)
@@ -323,7 +489,7 @@ class Supervisor:
             finally:
                 os.close(self._watchdog_w)
                 self._watchdog_w = -1
-        if self.status is not None:
-            self.status.close()
+        if self.status_pub is not None:
+            self.status_pub.close()
         log.info("unmounted %s; bye", self.mnt)
         return 0

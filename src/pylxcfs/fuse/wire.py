@@ -1,28 +1,15 @@
-"""The raw-protocol worker: read a request from /dev/fuse, dispatch it to Operations, write the reply.
+"""The raw protocol's request dispatcher: one request read from /dev/fuse in, one reply to write out.
 
-Role: one serving process of the raw backend. The supervisor (fuse/supervisor.py) mounted the
-filesystem, answered INIT and handed us the /dev/fuse descriptor; we never mount, never negotiate
-and never decide what files contain (ops.py and the Renderer do). Started as
-`python -m pylxcfs.fuse.wire --fd N ...` so that a reload runs the code that is on disk now.
-
-Several workers may read the same descriptor (during a reload the old and the new one do); the
-kernel gives each request to exactly one reader. The descriptor is O_NONBLOCK (the supervisor sets
-it), so a worker told to stop (SIGUSR2 or SIGTERM) notices it between requests: it never abandons a
-request it has read, and exits after answering it.
+Role: turns bytes into calls on ops.Operations and their results (or FsError) into reply bytes; it never
+reads or writes the device itself and never decides what files contain (ops.py and the Renderer do). The
+process that owns the descriptor and runs the loop is fuse/worker.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import errno
-import json
 import logging
-import os
-import select
-import signal
 import struct
-import sys
 import time
 from collections.abc import Callable
 
@@ -31,7 +18,6 @@ from pylxcfs.fuse.ops import FsError, Operations
 
 log = logging.getLogger(__name__)
 
-EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
 ENTRY_TIMEOUT_S = 0.5  # lxcfs's entry_timeout/attr_timeout; 0 costs 13-35% (fuse-bindings.md §4d)
 ATTR_TIMEOUT_S = 0.5
 
@@ -239,117 +225,3 @@ class Dispatcher:
     def _destroy(self, h: P.InHeader, body: memoryview) -> bytes:
         self.destroyed = True
         return b""
-
-
-class StopFlag:
-    """Set by SIGUSR2/SIGTERM; a self-pipe wakes a worker blocked in poll()."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.wfd, False)
-        os.set_blocking(self.rfd, False)
-
-    def set(self) -> None:
-        """Ask the loop to stop after the request it is answering."""
-        self.requested = True
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.wfd, b"x")
-
-    def install(self, *signums: int) -> None:
-        """Make these signals request a stop."""
-        for s in signums:
-            signal.signal(s, lambda _n, _f: self.set())
-
-
-def write_reply(fd: int, out: bytes) -> bool:
-    """Write one reply; False when the kernel no longer wants it (ENOENT: the request was interrupted or
-    resent to another worker after FUSE_NOTIFY_RESEND)."""
-    try:
-        os.write(fd, out)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag) -> str:
-    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poller.register(stop.rfd, select.POLLIN)
-    bufsize = P.READ_BUFFER
-    while not stop.requested:
-        try:
-            buf = os.read(fd, bufsize)
-        except BlockingIOError:
-            poller.poll()
-            continue
-        except OSError as e:
-            if e.errno == errno.ENODEV:  # unmounted (or connection aborted)
-                return "unmounted"
-            if e.errno in (errno.ENOENT, errno.EINTR):  # request interrupted before we got it
-                continue
-            raise
-        out = dispatcher.handle(buf)
-        if out is not None:
-            try:
-                if not write_reply(fd, out) and dispatcher.last_opened is not None:
-                    # The kernel dropped our OPEN reply (resent elsewhere): free the handle it carried.
-                    dispatcher.ops.release(dispatcher.last_opened)
-            except OSError as e:
-                if e.errno == errno.ENODEV:
-                    return "unmounted"
-                raise
-        if dispatcher.destroyed:
-            return "destroyed"
-    return "stopped"
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="pylxcfs-worker", description="pylxcfs raw FUSE worker (started by the "
-                                 "supervisor; not for direct use)")
-    ap.add_argument("--fd", type=int, required=True, help="/dev/fuse descriptor, already initialised")
-    ap.add_argument("--ready-fd", type=int, default=-1, help="write one byte here when ready to serve")
-    ap.add_argument("--parent", type=int, default=0, help="supervisor pid (exit if it is gone)")
-    ap.add_argument("--config", default="{}", help="JSON: host_root, opts, debug")
-    return ap.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: build the Renderer, signal readiness, serve until told to stop."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    from pylxcfs import syscalls
-    from pylxcfs.fuse.config import DaemonConfig
-    from pylxcfs.log import setup_logging
-
-    cfg = DaemonConfig.from_json(json.loads(args.config))
-    setup_logging(cfg.debug, tag=f"worker[{os.getpid()}]")
-    # Die with the supervisor: the connection must drop when it does, so the watchdog can unmount.
-    syscalls.set_pdeathsig(signal.SIGKILL)
-    if args.parent and os.getppid() != args.parent:
-        log.error("supervisor %d is gone before we started", args.parent)
-        return 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which tells us
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    stop = StopFlag()
-    stop.install(signal.SIGUSR2, signal.SIGTERM)
-    renderer = cfg.make_renderer()
-    ops = Operations(renderer)
-    renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
-    dispatcher = Dispatcher(ops, debug=cfg.debug)
-    renderer.start()
-    if args.ready_fd >= 0:
-        os.write(args.ready_fd, b"R")
-        os.close(args.ready_fd)
-    log.info("serving")
-    try:
-        why = serve(args.fd, dispatcher, stop)
-    finally:
-        renderer.close()
-    log.info("exiting (%s) after %d requests", why, dispatcher.requests)
-    # A distinct status tells the supervisor the connection itself is gone (someone unmounted us).
-    return EXIT_CONNECTION_GONE if why in ("unmounted", "destroyed") else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

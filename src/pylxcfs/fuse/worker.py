@@ -1,0 +1,274 @@
+"""The worker process: read requests from /dev/fuse, answer them through the Dispatcher, fairly per container.
+
+Role: one serving process of the raw back-end's pool. The supervisor (fuse/supervisor.py) mounted the
+filesystem, answered INIT and handed us the /dev/fuse descriptor; we never mount, never negotiate and never
+decide what files contain (fuse/wire.py's Dispatcher, ops.py and the Renderer do). Started as
+`python -m pylxcfs.fuse.worker --fd N ...` so that a reload runs the code that is on disk now.
+
+Several workers read the same descriptor; the kernel gives each request to exactly one reader. The
+descriptor is O_NONBLOCK (the supervisor sets it on the shared open file description), so a worker told to
+stop (SIGUSR2 or SIGTERM) notices it between requests: it never abandons a request it has read, and exits
+after answering what it holds.
+
+Fairness: the kernel's pending queue is one FIFO for everybody, so 48 processes of one container flooding
+the mount put 48 requests ahead of every other container's. A worker therefore reads everything pending
+(up to HOLD_MAX requests) into one queue per requester pid namespace and answers them round-robin, pulling
+newly arrived requests in after each answer: a container waits for at most one request of each other busy
+container, not for the whole flood. The key (the nsfs inode of /proc/<pid>/ns/pid) is cached per pid; a
+reused pid at worst misfiles one request's turn.
+
+We do not die with the supervisor: if it is killed we keep serving (containers see nothing) until a new
+supervisor adopts the connection (fuse/adopt.py) and retires us. A shared page (--stats-fd, a memfd from the
+supervisor) records the request in progress and since when, so the supervisor can replace a worker stuck
+in one request (see docs/design-fuse.md, "Stuck requests").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from collections import deque
+
+from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.ops import Operations
+from pylxcfs.fuse.wire import Dispatcher
+
+log = logging.getLogger(__name__)
+
+MODULE = "pylxcfs.fuse.worker"
+EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
+HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the rest stay for the other workers)
+NS_CACHE_MAX = 8192
+
+# fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
+_HEAD = struct.Struct("=IIQQIII").unpack_from
+_PID_AT = struct.Struct("=I").unpack_from
+
+# The stats page shared with the supervisor: busy_since_ns (CLOCK_MONOTONIC, 0 = idle), unique, pid, opcode,
+# requests answered, errors. Written by the worker only.
+STATS = struct.Struct("=QQIIQQ")
+STATS_SIZE = 4096
+_BEGIN = STATS.pack_into
+_IDLE = struct.Struct("=Q").pack_into
+
+
+class StatsSlot:
+    """The worker's side of the stats page (a no-op without one, e.g. in tests that call serve())."""
+
+    def __init__(self, fd: int = -1) -> None:
+        self.mm: mmap.mmap | None = mmap.mmap(fd, STATS_SIZE) if fd >= 0 else None
+
+    def begin(self, buf: bytes, requests: int, errors: int) -> None:
+        """Record the request about to be answered (and the totals so far)."""
+        if self.mm is not None and len(buf) >= 40:
+            _len, opcode, unique, _node, _uid, _gid, pid = _HEAD(buf)
+            _BEGIN(self.mm, 0, time.monotonic_ns(), unique, pid, opcode, requests, errors)
+
+    def end(self) -> None:
+        """Nothing in progress any more."""
+        if self.mm is not None:
+            _IDLE(self.mm, 0, 0)
+
+
+class StopFlag:
+    """Set by SIGUSR2/SIGTERM; a self-pipe wakes a worker blocked in poll()."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+
+    def set(self) -> None:
+        """Ask the loop to stop after the requests it holds."""
+        self.requested = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wfd, b"x")
+
+    def install(self, *signums: int) -> None:
+        """Make these signals request a stop."""
+        for s in signums:
+            signal.signal(s, lambda _n, _f: self.set())
+
+
+class FairQueue:
+    """Requests held by this worker, one FIFO per requester pid namespace, served round-robin."""
+
+    def __init__(self) -> None:
+        self._q: dict[int, deque[bytes]] = {}  # insertion order is the ring: the front key is served next
+        self._ns: dict[int, int] = {}
+        self.held = 0
+
+    def key(self, buf: bytes) -> int:
+        """The requester's pid namespace (nsfs inode); 0 for kernel-internal requests (pid 0) or a gone pid."""
+        pid = _PID_AT(buf, 32)[0] if len(buf) >= 36 else 0
+        if pid == 0:
+            return 0
+        ns = self._ns.get(pid)
+        if ns is None:
+            try:
+                ns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+            except OSError:
+                ns = 0
+            if len(self._ns) >= NS_CACHE_MAX:
+                self._ns.clear()
+            self._ns[pid] = ns
+        return ns
+
+    def push(self, buf: bytes) -> None:
+        """Queue one request behind its namespace's earlier ones."""
+        k = self.key(buf)
+        q = self._q.get(k)
+        if q is None:
+            self._q[k] = deque((buf,))
+        else:
+            q.append(buf)
+        self.held += 1
+
+    def pop(self) -> bytes:
+        """The next request: the front namespace's oldest; that namespace goes to the back of the ring."""
+        k = next(iter(self._q))
+        q = self._q.pop(k)
+        buf = q.popleft()
+        if q:
+            self._q[k] = q
+        self.held -= 1
+        return buf
+
+
+def write_reply(fd: int, out: bytes) -> bool:
+    """Write one reply; False when the kernel no longer wants it (ENOENT: the request was interrupted, resent
+    to another worker after FUSE_NOTIFY_RESEND, or answered by the supervisor's stuck-request watchdog)."""
+    try:
+        os.write(fd, out)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _Gone(Exception):
+    """/dev/fuse said ENODEV: unmounted or aborted."""
+
+
+def _read_one(fd: int, bufsize: int) -> bytes | None:
+    """One request, or None if nothing is pending. Raises _Gone when the connection ended."""
+    while True:
+        try:
+            return os.read(fd, bufsize)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                raise _Gone from None
+            if e.errno in (errno.ENOENT, errno.EINTR):  # interrupted before we got it
+                continue
+            raise
+
+
+def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None) -> str:
+    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(stop.rfd, select.POLLIN)
+    bufsize = P.READ_BUFFER
+    fq = FairQueue()
+    slot = slot or StatsSlot()
+    try:
+        while True:
+            if not stop.requested:
+                while fq.held < HOLD_MAX:
+                    buf = _read_one(fd, bufsize)
+                    if buf is None:
+                        break
+                    fq.push(buf)
+            if not fq.held:
+                if stop.requested:
+                    return "stopped"
+                poller.poll()
+                continue
+            buf = fq.pop()
+            slot.begin(buf, dispatcher.requests, dispatcher.errors)
+            out = dispatcher.handle(buf)
+            if out is not None:
+                try:
+                    if not write_reply(fd, out) and dispatcher.last_opened is not None:
+                        # The kernel dropped our OPEN reply (resent elsewhere): free the handle it carried.
+                        dispatcher.ops.release(dispatcher.last_opened)
+                except OSError as e:
+                    if e.errno == errno.ENODEV:
+                        return "unmounted"
+                    raise
+            slot.end()
+            if dispatcher.destroyed:
+                return "destroyed"
+    except _Gone:
+        return "unmounted"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pylxcfs-worker", description="pylxcfs FUSE worker (started by the "
+                                 "supervisor; not for direct use)")
+    ap.add_argument("--fd", type=int, required=True, help="/dev/fuse descriptor, already initialised")
+    ap.add_argument("--ready-fd", type=int, default=-1, help="write one byte here when ready to serve")
+    ap.add_argument("--parent", type=int, default=0, help="the supervisor's pid when we were started")
+    ap.add_argument("--mount", default="", help="the mount point (lets a new supervisor find us)")
+    ap.add_argument("--dev", default="", help="the mount's device MAJ:MIN (the connection)")
+    ap.add_argument("--watchdog-fd", type=int, default=-1, help="the watchdog pipe, held open while we live")
+    ap.add_argument("--stats-fd", type=int, default=-1, help="the stats page shared with the supervisor")
+    ap.add_argument("--config", default="{}", help="JSON: host_root, opts, debug")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: build the Renderer, signal readiness, serve until told to stop."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from pylxcfs.fuse.config import DaemonConfig
+    from pylxcfs.log import setup_logging
+
+    cfg = DaemonConfig.from_json(json.loads(args.config))
+    setup_logging(cfg.debug, tag=f"worker[{os.getpid()}]")
+    if args.parent and os.getppid() != args.parent:
+        log.error("supervisor %d is gone before we started", args.parent)
+        return 1
+    # The connection, the watchdog pipe and the stats page must not leak into anything the Renderer forks
+    # and execs; they stay at their numbers (a new supervisor copies them out of us by number).
+    for fd in (args.fd, args.watchdog_fd, args.stats_fd):
+        if fd >= 0:
+            os.set_inheritable(fd, False)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which tells us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a log pipe whose reader died must not kill a server
+    stop = StopFlag()
+    stop.install(signal.SIGUSR2, signal.SIGTERM)
+    renderer = cfg.make_renderer()
+    ops = Operations(renderer)
+    renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
+    dispatcher = Dispatcher(ops, debug=cfg.debug)
+    slot = StatsSlot(args.stats_fd)
+    renderer.start()
+    if args.ready_fd >= 0:
+        os.write(args.ready_fd, b"R")
+        os.close(args.ready_fd)
+    log.info("serving")
+    try:
+        why = serve(args.fd, dispatcher, stop, slot)
+    finally:
+        renderer.close()
+    with contextlib.suppress(OSError):
+        log.info("exiting (%s) after %d requests", why, dispatcher.requests)
+    # A distinct status tells the supervisor the connection itself is gone (someone unmounted us).
+    return EXIT_CONNECTION_GONE if why in ("unmounted", "destroyed") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
