@@ -247,6 +247,7 @@ class Supervisor:
             argv = [sys.executable, "-m", MODULE, "--fd", str(self.fd), "--ready-fd", str(wfd),
                     "--parent", str(os.getpid()), "--mount", self.mnt, "--dev", self.dev,
                     "--watchdog-fd", str(self._watchdog_w), "--stats-fd", str(sfd),
+                    "--request-timeout", str(self.request_timeout_s),
                     "--config", json.dumps(self.cfg.to_json())]
             fds = tuple(fd for fd in (self.fd, wfd, self._watchdog_w, sfd) if fd >= 0)
             popen = subprocess.Popen(argv, pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL)

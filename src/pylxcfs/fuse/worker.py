@@ -17,6 +17,10 @@ newly arrived requests in after each answer: a container waits for at most one r
 container, not for the whole flood. The key (the nsfs inode of /proc/<pid>/ns/pid) is cached per pid; a
 reused pid at worst misfiles one request's turn.
 
+Handles: a handle's render lives in the worker that opened it; READ and RELEASE of another worker's handle
+are forwarded to it (fuse/route.py), with fallbacks so that an owner that is gone or stopped never makes a
+read hang.
+
 We do not die with the supervisor: if it is killed we keep serving (containers see nothing) until a new
 supervisor adopts the connection (fuse/adopt.py) and retires us. A shared page (--stats-fd, a memfd from the
 supervisor) records the request in progress and since when, so the supervisor can replace a worker stuck
@@ -41,6 +45,7 @@ from collections import deque
 
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.ops import Operations
+from pylxcfs.fuse.route import DEFAULT_DEADLINE_S, Router, owner_of
 from pylxcfs.fuse.wire import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ MODULE = "pylxcfs.fuse.worker"
 EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
 HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the rest stay for the other workers)
 NS_CACHE_MAX = 8192
+RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for its open handles this long
 
 # fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
 _HEAD = struct.Struct("=IIQQIII").unpack_from
@@ -175,30 +181,62 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
             raise
 
 
-def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None) -> str:
-    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended."""
+def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
+          router: Router | None = None, grace_s: float = RETIRE_GRACE_S) -> str:
+    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a
+    router, READ/RELEASE of another worker's handle go to that worker (fuse/route.py), and requests forwarded
+    to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep
+    answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
+    when a reload retires us finishes it from the same render)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     poller.register(stop.rfd, select.POLLIN)
+    grace_poller = select.poll()  # while retiring: the inbox only (the device and the stop pipe stay readable)
+    if router is not None:
+        poller.register(router.fileno(), select.POLLIN)
+        grace_poller.register(router.fileno(), select.POLLIN)
+    salt = router.salt if router is not None else 0
     bufsize = P.READ_BUFFER
     fq = FairQueue()
     slot = slot or StatsSlot()
+    stopped_at = 0.0
     try:
         while True:
+            if router is not None and not router.closed:
+                for fwd in router.receive():
+                    fq.push(fwd)
+                for mine in router.expired():  # the owner cannot take it: answered here (fuse/ops.py rules)
+                    fq.push(mine)
+                router.retry_acks()
             if not stop.requested:
                 while fq.held < HOLD_MAX:
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
+                    if router is not None:
+                        owner = owner_of(buf)
+                        if owner and owner != salt and router.forward(owner, buf):
+                            continue
                     fq.push(buf)
             if not fq.held:
-                if stop.requested:
+                if not stop.requested:
+                    poller.poll(router.next_timeout_ms() if router is not None else -1)
+                    continue
+                if router is None or router.closed:
                     return "stopped"
-                poller.poll()
+                now = time.monotonic()
+                stopped_at = stopped_at or now
+                if not router.pending() and (not dispatcher.ops.open_handles() or now - stopped_at >= grace_s):
+                    for fwd in router.shut():  # forwarded before the shutdown: ours to answer
+                        fq.push(fwd)
+                    continue
+                left_ms = max(1, int((stopped_at + grace_s - now) * 1000) + 1)
+                t = router.next_timeout_ms()
+                grace_poller.poll(left_ms if t < 0 else min(t, left_ms))
                 continue
-            buf = fq.pop()
-            slot.begin(buf, dispatcher.requests, dispatcher.errors)
-            out = dispatcher.handle(buf)
+            req = fq.pop()
+            slot.begin(req, dispatcher.requests, dispatcher.errors)
+            out = dispatcher.handle(req)
             if out is not None:
                 try:
                     if not write_reply(fd, out) and dispatcher.last_opened is not None:
@@ -209,6 +247,8 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                         return "unmounted"
                     raise
             slot.end()
+            if router is not None:
+                router.answered(req)
             if dispatcher.destroyed:
                 return "destroyed"
     except _Gone:
@@ -225,6 +265,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dev", default="", help="the mount's device MAJ:MIN (the connection)")
     ap.add_argument("--watchdog-fd", type=int, default=-1, help="the watchdog pipe, held open while we live")
     ap.add_argument("--stats-fd", type=int, default=-1, help="the stats page shared with the supervisor")
+    ap.add_argument("--request-timeout", type=float, default=DEFAULT_DEADLINE_S,
+                    help="give up on a forwarded request the owner has not answered after this many seconds")
     ap.add_argument("--config", default="{}", help="JSON: host_root, opts, debug")
     return ap.parse_args(argv)
 
@@ -255,15 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     slot = StatsSlot(args.stats_fd)
+    router = Router(args.dev, ops.handles.salt, MODULE) if args.dev else None
     renderer.start()
     if args.ready_fd >= 0:
         os.write(args.ready_fd, b"R")
         os.close(args.ready_fd)
     log.info("serving")
     try:
-        why = serve(args.fd, dispatcher, stop, slot)
+        why = serve(args.fd, dispatcher, stop, slot, router)
     finally:
         renderer.close()
+        if router is not None:
+            router.close()
     with contextlib.suppress(OSError):
         log.info("exiting (%s) after %d requests", why, dispatcher.requests)
     # A distinct status tells the supervisor the connection itself is gone (someone unmounted us).

@@ -1,0 +1,205 @@
+"""Tier 4: the worker pool. Several workers read the one connection; a file read in pieces stays one render
+whichever worker gets each piece (handle routing); a flood from one pid namespace does not keep another
+caller waiting; a worker stuck in a request (SIGSTOPped, or blocked on a FIFO) is replaced and the request
+answered. The daemon serves a --host-root fixture tree, so every expected byte is the fixture text the test
+wrote. Latency figures live in the benchmark (bench/run.py); here only the issue's 2 s bound is checked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pylxcfs.statusdir import SUPERVISOR_FILE, read_json, status_dir_for
+from support.fusedaemon import (
+    MEMINFO,
+    Daemon,
+    ReaderLoop,
+    alive,
+    make_fixture_root,
+    record_result,
+    start_daemon,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.slow]
+
+UPTIME = "12345.67 23456.78\n"  # make_fixture_root's proc/uptime
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.rename(tmp, path)  # a render sees the old or the new file, never half of one
+
+
+def test_pool_starts_the_requested_workers(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, "--workers", "3", "--host-root", str(make_fixture_root(tmp_path)))
+    try:
+        wait_for(lambda: len(d.workers()) == 3, 15, "three workers")
+        assert (d.mnt / "proc/meminfo").read_text() == MEMINFO
+    finally:
+        d.stop()
+
+
+def test_reads_in_pieces_stay_one_render_across_workers(tmp_path: Path) -> None:
+    """open, read 10 bytes, the host file changes, read the rest: every byte comes from the first render. With
+    four workers most of the later pieces are read by a worker that does not hold the handle; without routing
+    they would be a new render (the other version) or end-of-file."""
+    root = make_fixture_root(tmp_path)
+    meminfo = root / "proc/meminfo"
+    versions = [MEMINFO.encode(), MEMINFO.replace("524288", "111111").encode()]
+    assert len(versions[0]) == len(versions[1]) and versions[0] != versions[1]
+    d = start_daemon(tmp_path, "--workers", "4", "--host-root", str(root))
+    try:
+        wait_for(lambda: len(d.workers()) == 4, 15, "four workers")
+        bad = []
+        for i in range(80):
+            _replace(meminfo, versions[i % 2])
+            fd = os.open(d.mnt / "proc/meminfo", os.O_RDONLY)
+            try:
+                got = os.read(fd, 10)
+                _replace(meminfo, versions[(i + 1) % 2])
+                while chunk := os.read(fd, 7):
+                    got += chunk
+            finally:
+                os.close(fd)
+            if got != versions[i % 2]:
+                bad.append((i, got[:40]))
+    finally:
+        d.stop()
+    assert bad == []
+
+
+FLOOD = r"""
+import os, sys, signal
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n - 1):
+    if os.fork() == 0:
+        break
+while True:
+    try:
+        with open(path, "rb") as f:
+            f.read()
+    except OSError:
+        pass
+"""
+
+
+@pytest.fixture
+def flood_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)))
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_flood_from_one_pid_namespace_leaves_others_served(flood_daemon: Daemon, tmp_path: Path) -> None:
+    """48 processes of one pid namespace open and read in a loop; a reader in another namespace (the host) is
+    answered every time, within 2 s, with the right bytes, and so is a reader after the flood."""
+    d = flood_daemon
+    flood = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", FLOOD,
+                              str(d.mnt / "proc/uptime"), "48"], stdin=subprocess.DEVNULL)
+    reader = None
+    try:
+        time.sleep(1.0)  # the flood is running (48 forked loops)
+        assert flood.poll() is None
+        reader = ReaderLoop(d.mnt / "proc/meminfo", tmp_path / "reads.jsonl", interval=0.02)
+        wait_for(lambda: reader.count() >= 100, 60, "100 reads during the flood")
+    finally:
+        res = reader.stop() if reader is not None else None
+        flood.send_signal(signal.SIGKILL)  # the namespace's init: the kernel kills its whole namespace
+        flood.wait(10)
+    assert res is not None
+    record_result(tmp_path, res.summary("host reader during a 48-process flood from one pid namespace"))
+    assert res.errors == []
+    assert all(r["data"] == MEMINFO for r in res.records)
+    assert res.longest_s < 2.0
+    assert (d.mnt / "proc/uptime").read_text() == UPTIME
+
+
+def _busy_for(d: Daemon, pid: int) -> int | None:
+    """The worker the supervisor reports as answering a request of `pid` right now (the status directory's
+    supervisor.json: each worker's request in progress, from its stats page)."""
+    snap = read_json(os.path.join(status_dir_for(str(d.pidfile)), SUPERVISOR_FILE)) or {}
+    for w in snap.get("workers") or []:
+        if w.get("busy_pid") == pid and w.get("busy_s", 0) > 0:
+            return int(w["pid"])
+    return None
+
+
+def _blocked_on_fifo(tmp_path: Path, timeout: str) -> tuple[Daemon, Path, Path]:
+    root = make_fixture_root(tmp_path)
+    fifo = root / "proc/meminfo"
+    os.unlink(fifo)
+    os.mkfifo(fifo)
+    d = start_daemon(tmp_path, "--workers", "2", "--request-timeout", timeout, "--host-root", str(root))
+    wait_for(lambda: len(d.workers()) == 2, 15, "two workers")
+    return d, root, fifo
+
+
+def test_sigstopped_worker_mid_request_is_replaced_and_the_request_answered(tmp_path: Path) -> None:
+    """A worker blocks inside a request (its host file is a FIFO) and is SIGSTOPped there. Readers of other files
+    keep being answered by the other worker; after the request timeout the supervisor kills the stuck worker,
+    the kernel resends its request and the healthy worker answers it; the log names the requester's pid."""
+    d, _root, fifo = _blocked_on_fifo(tmp_path, "1.5")
+    cat = reader = None
+    try:
+        cat = subprocess.Popen(["cat", str(d.mnt / "proc/meminfo")], stdout=subprocess.PIPE)
+        # The worker rendering cat's read blocks in open(2) of the FIFO (no writer): the supervisor's status
+        # names it as busy for cat's pid.
+        wait_for(lambda: _busy_for(d, cat.pid) is not None, 10, "a worker blocked on the FIFO")
+        stuck = _busy_for(d, cat.pid)
+        assert stuck is not None
+        os.kill(stuck, signal.SIGSTOP)
+        reader = ReaderLoop(d.mnt / "proc/uptime", tmp_path / "reads.jsonl", interval=0.02)
+        _replace(fifo, b"resent\n")  # what the resent request will read (the stuck worker keeps the FIFO)
+        out, _ = cat.communicate(timeout=30)
+        assert cat.returncode == 0 and out == b"resent\n"
+        wait_for(lambda: not alive(stuck), 10, "the stuck worker gone")
+        n = reader.count()
+        wait_for(lambda: reader.count() >= n + 10, 10, "reads after the replacement")
+        log = d.log_text()
+        assert f"worker {stuck} stuck" in log and f"for pid {cat.pid}" in log
+        wait_for(lambda: len(d.workers()) == 2, 10, "the pool complete again")
+    finally:
+        if cat is not None and cat.poll() is None:
+            cat.kill()
+        res = reader.stop() if reader is not None else None
+        d.stop()
+    assert res is not None
+    record_result(tmp_path, res.summary("host reader while a worker is SIGSTOPped mid-request"))
+    assert res.errors == [] and all(r["data"] == UPTIME for r in res.records)
+    assert res.longest_s < 2.0
+
+
+def test_request_stuck_again_after_resend_is_answered_eio(tmp_path: Path) -> None:
+    """The FIFO stays: every worker that takes the request blocks. The first is replaced and the request
+    resent; when the resent copy is stuck too, the supervisor answers it EIO itself. Other readers are
+    served throughout."""
+    d, _root, _fifo = _blocked_on_fifo(tmp_path, "1")
+    reader = ReaderLoop(d.mnt / "proc/uptime", tmp_path / "reads.jsonl", interval=0.02)
+    cat = None
+    try:
+        wait_for(lambda: reader.count() >= 5, 10, "reader warm-up")
+        cat = subprocess.Popen(["cat", str(d.mnt / "proc/meminfo")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _out, err = cat.communicate(timeout=30)
+        assert cat.returncode != 0 and b"Input/output error" in err
+        assert "already resent once, answering EIO" in d.log_text()
+        n = reader.count()
+        wait_for(lambda: reader.count() >= n + 10, 10, "reads afterwards")
+    finally:
+        if cat is not None and cat.poll() is None:
+            cat.kill()
+        res = reader.stop()
+        d.stop()
+    record_result(tmp_path, res.summary("host reader while one request is stuck twice"))
+    assert res.errors == [] and all(r["data"] == UPTIME for r in res.records)
+    assert res.longest_s < 2.0
