@@ -205,8 +205,12 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
             if router is not None and not router.closed:
                 for fwd in router.receive():
                     fq.push(fwd)
-                for mine in router.expired():  # the owner cannot take it: answered here (fuse/ops.py rules)
-                    fq.push(mine)
+                late = router.expired()
+                if late:  # the owner cannot take them: answered here (fuse/ops.py's rules for foreign handles)
+                    log.warning("%d forwarded request(s) not answered by their handle's worker (gone, stopped or "
+                                "stuck): answering them here", len(late))
+                    for mine in late:
+                        fq.push(mine)
                 router.retry_acks()
             if not stop.requested:
                 while fq.held < HOLD_MAX:
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     slot = StatsSlot(args.stats_fd)
-    router = Router(args.dev, ops.handles.salt, MODULE) if args.dev else None
+    router = Router(args.dev, ops.handles.salt, MODULE, args.request_timeout) if args.dev else None
     renderer.start()
     if args.ready_fd >= 0:
         os.write(args.ready_fd, b"R")

@@ -1,0 +1,140 @@
+"""Tier 2: fuse/route.py between two real Router objects of this process (real abstract unix sockets, real
+SCM_CREDENTIALS; no mount). A forwarded READ reaches the owner and its acknowledgement clears the forwarder's
+pending entry; an owner that is gone fails the forward at once; one that never answers (a SIGSTOPped worker)
+hands the request back to the forwarder after the deadline and is then skipped; a full inbox is retried, not
+dropped; a datagram from a process that is not a worker of this connection is refused."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+import uuid
+
+import pytest
+
+from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse import route
+from pylxcfs.fuse.route import Router, owner_of, unique_of
+
+pytestmark = pytest.mark.root  # a forwarded datagram is accepted only from uid 0
+
+
+def _marker() -> str:
+    with open("/proc/self/cmdline", "rb") as f:
+        return f.read().split(b"\0")[0].decode()  # an argv element of this process: it passes as "a worker"
+
+
+def _dev() -> str:
+    # the connection id must be one of our argv elements too (the peer check): use the marker's text
+    return _marker()
+
+
+def _read_req(fh: int, offset: int, unique: int) -> bytes:
+    body = P.READ_IN.pack(fh, offset, 4096, 0, 0, 0, 0)
+    return struct.pack("=IIQQIIIHH", 40 + len(body), P.Opcode.READ, unique, 2, 0, 0, 4242, 0, 0) + body
+
+
+@pytest.fixture
+def pair() -> tuple[Router, Router]:
+    # a unique connection id per test, so concurrent test runs never see each other's addresses
+    tag = uuid.uuid4().hex[:8]
+    a = Router(_dev(), 0x1000 | int(tag[:4], 16), _marker(), deadline_s=0.3)
+    b = Router(_dev(), 0x20000 | int(tag[4:], 16), _marker(), deadline_s=0.3)
+    a.prefix = b.prefix = f"\0pylxcfs-test-{tag}-".encode()
+    for r in (a, b):
+        r.inbox.close()
+        r.inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        r.inbox.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        r.inbox.bind(r.prefix + f"{r.salt:08x}".encode())
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _wait(cond: object, timeout: float = 2.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_forward_answer_acknowledge(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    req = _read_req((b.salt << 32) | 7, 100, 0x55)
+    assert owner_of(req) == b.salt and unique_of(req) == 0x55
+    assert a.forward(b.salt, req)
+    assert a.pending() == 1
+    got: list[bytes] = []
+    _wait(lambda: got.extend(b.receive()) or got)
+    assert got == [req]
+    b.answered(req)  # the owner replied on /dev/fuse: it tells the forwarder
+    _wait(lambda: (a.receive(), a.pending())[1] == 0)
+    time.sleep(0.4)
+    assert a.expired() == []  # acknowledged: never handed back
+
+
+def test_owner_gone_fails_at_once(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    b.close()  # crashed or killed: its address is gone
+    assert not a.forward(b.salt, _read_req((b.salt << 32) | 1, 0, 1))
+    assert a.pending() == 0
+
+
+def test_retiring_owner_fails_at_once(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    assert b.shut() == []
+    assert not a.forward(b.salt, _read_req((b.salt << 32) | 1, 0, 1))
+
+
+def test_silent_owner_hands_the_request_back_and_is_skipped(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    req = _read_req((b.salt << 32) | 3, 10, 9)
+    t0 = time.monotonic()
+    assert a.forward(b.salt, req)  # b never receives: a SIGSTOPped worker
+    assert 0 <= a.next_timeout_ms() <= 400
+    back: list[bytes] = []
+    _wait(lambda: back.extend(a.expired()) or back, 2.0)
+    assert back == [req] and time.monotonic() - t0 >= 0.3
+    assert not a.forward(b.salt, _read_req((b.salt << 32) | 3, 10, 10))  # skipped while unresponsive
+    a._unresponsive[b.salt] = time.monotonic() - 1  # the skip period ends
+    assert a.forward(b.salt, _read_req((b.salt << 32) | 3, 10, 11))
+
+
+def test_full_inbox_is_retried_not_dropped(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    reqs = [_read_req((b.salt << 32) | 1, 0, u) for u in range(1, 41)]  # more than net.unix.max_dgram_qlen
+    assert all(a.forward(b.salt, r) for r in reqs)
+    got: list[bytes] = []
+    end = time.monotonic() + 3
+    while len(got) < len(reqs) and time.monotonic() < end:
+        got.extend(b.receive())
+        assert a.expired() == []  # retries due are sent; nothing handed back before the deadline
+        time.sleep(0.006)
+    assert sorted(unique_of(g) for g in got) == list(range(1, 41))
+
+
+def test_foreign_sender_and_wrong_handle_are_refused(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    # a READ of a handle that is not b's, forwarded to b: refused
+    assert a.forward(b.salt, _read_req((0x777 << 32) | 1, 0, 5))
+    # a datagram from a process that is no worker (a child whose argv does not carry the marker): refused
+    pid = os.fork()
+    if pid == 0:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.sendto(_read_req((b.salt << 32) | 1, 0, 6), b.prefix + f"{b.salt:08x}".encode())
+        finally:
+            os.execv("/bin/true", ["/bin/true"])
+    os.waitpid(pid, 0)
+    time.sleep(0.05)
+    b._peers.clear()
+    assert b.receive() == []
+    assert b.refused == 2
+
+
+def test_module_constants() -> None:
+    assert route.OP_READ == P.Opcode.READ and route.OP_RELEASE == P.Opcode.RELEASE
