@@ -11,8 +11,9 @@ renders and a RELEASE answered by another worker would leave the handle in its o
 Each worker binds an abstract address `\\0pylxcfs-<dev>-<salt>` (dev = the connection's device number) and
 sends from it, so the owner knows where to acknowledge. A datagram is accepted only from root, from a process
 whose command line is a worker of the same connection (kernel-checked SCM_CREDENTIALS), and a forwarded
-request only if it is a READ or RELEASE of one of our handles: a forged datagram cannot make us answer anything
-else.
+request only if it is a READ or RELEASE of one of our handles (or an OPEN, below): a forged datagram cannot make
+us answer anything else. The one other request a peer forwards is the OPEN of a file whose render depends on history one
+worker keeps (fuse/worker.py, STATEFUL_VIEWS): it goes to the worker the supervisor names for them.
 
 Nothing here may make a read hang on an owner that cannot answer:
 - owner gone (crashed, killed, retired: its address is unbound or shut for receiving): the send fails at once
@@ -41,7 +42,7 @@ _HEAD = struct.Struct("=IIQ").unpack_from  # fuse_in_header: len, opcode, unique
 _FH = struct.Struct("=Q").unpack_from  # fuse_read_in.fh / fuse_release_in.fh, right after the 40-byte header
 _ACK = struct.Struct("=4sQ")  # b"ACK\0", unique
 ACK_MAGIC = b"ACK\0"
-OP_READ, OP_RELEASE = 15, 18  # include/uapi/linux/fuse.h
+OP_OPEN, OP_READ, OP_RELEASE = 14, 15, 18  # include/uapi/linux/fuse.h
 ROUTED = frozenset((OP_READ, OP_RELEASE))
 MAX_DATAGRAM = 256  # a READ or RELEASE request is 80 / 64 bytes, an acknowledgement 12
 _PEER_CACHE_MAX = 256
@@ -220,7 +221,8 @@ class Router:
             if len(data) == _ACK.size and data[:4] == ACK_MAGIC:
                 self._pending.pop(_ACK.unpack(data)[1], None)
                 continue
-            if owner_of(data) != self.salt or not isinstance(addr, bytes) or not addr.startswith(self.prefix):
+            mine = owner_of(data) == self.salt or (len(data) >= 16 and _HEAD(data)[1] == OP_OPEN)
+            if not mine or not isinstance(addr, bytes) or not addr.startswith(self.prefix):
                 self.refused += 1
                 continue
             self.received += 1

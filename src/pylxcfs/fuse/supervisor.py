@@ -36,6 +36,7 @@ import mmap
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.adopt import Adopted
 from pylxcfs.fuse.config import DaemonConfig
 from pylxcfs.fuse.watchdog import FSTYPE, start_watchdog
-from pylxcfs.fuse.worker import EXIT_CONNECTION_GONE, MODULE, STATS, STATS_SIZE
+from pylxcfs.fuse.worker import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ class Worker:
             return (0, 0, 0, 0, 0, 0)
         return STATS.unpack_from(self.stats, 0)
 
+    def salt(self) -> int:
+        """Its handle salt, from its stats page (0: not published yet, or no page)."""
+        return struct.unpack_from("=I", self.stats, SALT_AT)[0] if self.stats is not None else 0
+
     def close(self) -> None:
         """Release what the supervisor holds for it."""
         if self.ready_fd >= 0:
@@ -185,6 +190,7 @@ class Supervisor:
         self.stuck_requests = 0  # requests found past the deadline (published as stuck_requests)
         self.adopted = 0  # connections taken over from a dead supervisor (published as adopted)
         self.connection_gone = False
+        self.stateful_pid = 0  # the worker that opens the stateful views (fuse/worker.py STATEFUL_VIEWS)
         # `pylxcfs status` and the metrics exporter read what this publishes (statusdir.py).
         self.status_pub = statusdir.SupervisorStatus(cfg.status_dir) if cfg.status_dir else None
 
@@ -308,6 +314,23 @@ class Supervisor:
             for w in older:
                 self._retire(w)
             self.notify("READY=1\nSTATUS=serving")  # after a reload or an adoption
+
+    def _name_stateful(self) -> None:
+        """Keep one serving worker of the newest generation named as the stateful one, on every worker's page.
+        It stays named while it serves (its history is the containers' history); a reload or its death moves
+        the name on (that history then restarts, as a worker restart always did)."""
+        cur = self.workers.get(self.stateful_pid)
+        newest = [w for w in self._serving() if w.ready and w.stats is not None and w.gen == self.gen and w.salt()]
+        if cur is None or cur.retiring_since is not None or cur.gen != self.gen or not cur.ready:
+            if not newest:
+                return
+            cur = min(newest, key=lambda w: w.started)
+            self.stateful_pid = cur.pid
+            log.debug("worker %d opens the stateful views", cur.pid)
+        salt = cur.salt()
+        for w in self.workers.values():
+            if w.stats is not None:
+                struct.pack_into("=I", w.stats, STATEFUL_AT, salt)
 
     def _reap(self) -> None:
         for w in list(self.workers.values()):
@@ -445,6 +468,7 @@ class Supervisor:
                 self._check_deadlines()
                 self._ensure_workers()
                 self._finish_generation()
+                self._name_stateful()
                 if self.status_pub is not None:
                     self.status_pub.tick(self)
         except BaseException:

@@ -58,12 +58,22 @@ RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for i
 
 # fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
 _HEAD = struct.Struct("=IIQQIII").unpack_from
+_OPEN_NODE = struct.Struct("=4xI8xQ").unpack_from  # (opcode, nodeid) of a request
 _PID_AT = struct.Struct("=I").unpack_from
 
 # The stats page shared with the supervisor: busy_since_ns (CLOCK_MONOTONIC, 0 = idle), unique, pid, opcode,
 # requests answered, errors. Written by the worker only.
 STATS = struct.Struct("=QQIIQQ")
 STATS_SIZE = 4096
+# Also on that page: the worker's handle salt (written by the worker at start) and the salt of the pool's
+# "stateful" worker (written by the supervisor): the one that opens every file whose render depends on state
+# kept between reads (below).
+SALT_AT, STATEFUL_AT = 64, 128
+_U32 = struct.Struct("=I")
+# Views whose render depends on history one worker keeps: the loadavg sampler (with -l) averages the cgroups
+# whose loadavg was read IN THAT WORKER. Their OPEN goes to one worker of the pool, so a container's history
+# is one history; their reads then follow the handle to it.
+STATEFUL_VIEWS = ("proc/loadavg",)
 _BEGIN = STATS.pack_into
 _IDLE = struct.Struct("=Q").pack_into
 
@@ -84,6 +94,15 @@ class StatsSlot:
         """Nothing in progress any more."""
         if self.mm is not None:
             _IDLE(self.mm, 0, 0)
+
+    def publish_salt(self, salt: int) -> None:
+        """Tell the supervisor our handle salt (it names the pool's stateful worker by it)."""
+        if self.mm is not None:
+            _U32.pack_into(self.mm, SALT_AT, salt)
+
+    def stateful(self) -> int:
+        """The salt of the worker that opens the stateful views (0: none named yet: open them here)."""
+        return _U32.unpack_from(self.mm, STATEFUL_AT)[0] if self.mm is not None else 0
 
 
 class StopFlag:
@@ -182,12 +201,14 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
 
 
 def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
-          router: Router | None = None, grace_s: float = RETIRE_GRACE_S) -> str:
+          router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
+          stateful: frozenset[tuple[int, int]] = frozenset()) -> str:
     """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a
     router, READ/RELEASE of another worker's handle go to that worker (fuse/route.py), and requests forwarded
     to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep
     answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
-    when a reload retires us finishes it from the same render)."""
+    when a reload retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the
+    worker the supervisor names on the stats page."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     poller.register(stop.rfd, select.POLLIN)
@@ -219,6 +240,8 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                         break
                     if router is not None:
                         owner = owner_of(buf)
+                        if not owner and stateful and _OPEN_NODE(buf)[:2] in stateful:
+                            owner = slot.stateful()
                         if owner and owner != salt and router.forward(owner, buf):
                             continue
                     fq.push(buf)
@@ -302,13 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     slot = StatsSlot(args.stats_fd)
     router = Router(args.dev, ops.handles.salt, MODULE, args.request_timeout) if args.dev else None
+    slot.publish_salt(ops.handles.salt)
+    stateful: frozenset[tuple[int, int]] = frozenset()
+    if cfg.opts.enable_loadavg:
+        stateful = frozenset((int(P.Opcode.OPEN), ops.tree.by_path[v].ino) for v in STATEFUL_VIEWS
+                             if v in ops.tree.by_path)
     renderer.start()
     if args.ready_fd >= 0:
         os.write(args.ready_fd, b"R")
         os.close(args.ready_fd)
     log.info("serving")
     try:
-        why = serve(args.fd, dispatcher, stop, slot, router)
+        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful)
     finally:
         renderer.close()
         if router is not None:
