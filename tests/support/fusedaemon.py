@@ -189,7 +189,7 @@ def find_watchdog(mnt: Path, pidfile: Path, exclude: int) -> int | None:
 
 
 def start_daemon(tmp: Path, *args: str, mnt: Path | None = None, name: str = "d",
-                 timeout: float = 15) -> Daemon:
+                 timeout: float = 30) -> Daemon:
     """Start `pylxcfs -f --pidfile ... [args] MNT` and wait until it serves (mounted and a worker ready)."""
     mnt = mnt or tmp / f"{name}-mnt"
     pidfile = tmp / f"{name}.pid"

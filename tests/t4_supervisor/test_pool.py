@@ -153,8 +153,10 @@ def _blocked_on_fifo(tmp_path: Path, timeout: str) -> tuple[Daemon, Path, Path]:
     fifo = root / "proc/meminfo"
     os.unlink(fifo)
     os.mkfifo(fifo)
-    d = start_daemon(tmp_path, "--workers", "2", "--request-timeout", timeout, "--host-root", str(root))
-    wait_for(lambda: len(d.workers()) == 2, 15, "two workers")
+    # Three workers: while one is stuck and the next takes the resent copy (and may get stuck too), a third
+    # serves the others; a replacement worker can take seconds to start on a loaded machine.
+    d = start_daemon(tmp_path, "--workers", "3", "--request-timeout", timeout, "--host-root", str(root))
+    wait_for(lambda: len(d.workers()) == 3, 30, "three workers")
     return d, root, fifo
 
 
@@ -181,7 +183,7 @@ def test_sigstopped_worker_mid_request_is_replaced_and_the_request_answered(tmp_
         wait_for(lambda: reader.count() >= n + 10, 10, "reads after the replacement")
         log = d.log_text()
         assert f"worker {stuck} stuck" in log and f"for pid {cat.pid}" in log
-        wait_for(lambda: len(d.workers()) == 2, 10, "the pool complete again")
+        wait_for(lambda: len(d.workers()) == 3, 30, "the pool complete again")
     finally:
         if cat is not None and cat.poll() is None:
             cat.kill()
@@ -268,13 +270,13 @@ def test_owner_stopped_or_killed_never_makes_its_handles_hang(tmp_path: Path, ho
     try:
         wait_for(lambda: len(d.workers()) == 2, 15, "two workers")
         a, b = d.workers()
-        wait_for(lambda: _idle(a), 10, "A idle")
+        wait_for(lambda: _idle(a), 30, "A idle (started and polling)")
         os.kill(a, signal.SIGSTOP)
         proc = subprocess.Popen([sys.executable, "-c", PIECES, str(d.mnt / "proc/meminfo"), "10"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "opened"
-        wait_for(lambda: _idle(b), 10, "B idle after answering")
+        wait_for(lambda: _idle(b), 30, "B idle after answering")
         os.kill(b, signal.SIGSTOP if how == "sigstop" else signal.SIGKILL)
         os.kill(a, signal.SIGCONT)
         proc.stdin.write("go\n")
