@@ -217,7 +217,10 @@ def test_request_stuck_again_after_resend_is_answered_eio(tmp_path: Path) -> Non
         d.stop()
     record_result(tmp_path, res.summary("host reader while one request is stuck twice"))
     assert res.errors == [] and all(r["data"] == UPTIME for r in res.records)
-    assert res.longest_s < 2.0
+    # A reader request a worker took together with the stuck one waits until the watchdog replaces that worker
+    # (the 1 s request timeout), twice if the resent copy is taken together with it again: bounded by the
+    # watchdog, not by the stuck request (docs/design-fuse.md, "Stuck requests").
+    assert res.longest_s < 2 * 1.0 + 2.0
 
 
 PIECES = r"""
