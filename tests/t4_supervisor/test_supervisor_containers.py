@@ -177,11 +177,13 @@ def test_ct_worker_sigkill(cenv: Env, daemon: Daemon, loop: tuple[C.Container, P
         kills.append(t_kill)
         os.kill(old, signal.SIGKILL)
         wait_for(lambda o=old: daemon.workers() not in ([], [o]), 2, "a new worker")
-        wait_for(lambda t=t_kill: sum(r.t0 > t + 2 for r in reads(log)) >= 5, 20, "reads 2 s after the kill")
+        # 10 reads more than 2 s after each kill: served by the replacement (a count, not a time window: the
+        # container's loop slows down on a loaded machine)
+        wait_for(lambda t=t_kill: sum(r.t0 > t + 2 for r in reads(log)) >= 10, 30, "reads 2 s after the kill")
     rs = reads(log)
     record_result(tmp_path, summary("container: worker SIGKILL x3", rs))
     assert [r for r in rs if not r.ok] == []  # no ENOTCONN, ever
-    late = [r for r in rs if any(t + 2 < r.t0 < t + 2.5 for t in kills) or r.t0 > kills[-1] + 2]
+    late = [r for r in rs if r.t0 > kills[-1] + 2]
     assert len(late) >= 10 and all(r.value == VIRTUAL_TOTAL for r in late)
     assert all(r.value == VIRTUAL_TOTAL for r in rs)
 
