@@ -311,6 +311,9 @@ def main() -> int:
     counts = [int(x) for x in args.containers.split(",")]
     if max(counts) > CONTAINERS or min(counts) < 1:
         raise SystemExit(f"--containers: 1..{CONTAINERS}")
+    # SIGTERM (a timeout, a CI job cancelled) unwinds like ^C, so the finally below stops both daemons, unmounts
+    # and removes the cgroups.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.nice:
         os.nice(args.nice)  # inherited by both daemons and every reader started below
     reader = build_reader()
@@ -362,6 +365,7 @@ def main() -> int:
         report["pinned"] = {d.name: pin(d, one) for d in daemons}
         regimes["pinned, 1 reader"] = summarize(phase(
             daemons, args.rounds, lambda d, f: run_reader(reader, dirs, d.mnt / f, args.opens, 1, "0"), "pinned"))
+        print(fmt_ratios(regimes), file=sys.stderr)
         for d in daemons:
             bad = check_pinned(d, one)
             if bad:
@@ -380,8 +384,10 @@ def main() -> int:
             each = max(args.opens // n, 250)
             print(f"{label} ({each} opens each)", file=sys.stderr)
             regimes[label] = summarize(phase(daemons, args.rounds, _in_containers(reader, cts[:n], each), label))
+            print(fmt_ratios({label: regimes[label]}), file=sys.stderr)  # progress: this regime's ratios
         print(f"fairness: a victim container during a {load.FLOOD_PROCS}-process flood", file=sys.stderr)
         fair = load.fairness(reader, daemons, cts[0], cts[1], FAIR_FILE, args.fairness_samples, args.fairness_reps)
+        print(load.fmt_fairness(fair, FAIR_FILE, args.fairness_samples, args.fairness_reps), file=sys.stderr)
         for c in cts:
             (c["cpuset"] / "cpuset.cpus").write_text("0")
         (dirs["cpuset"] / "cpuset.cpus").write_text("0")
