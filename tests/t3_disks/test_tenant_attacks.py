@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from support.fusedaemon import Daemon, ReaderLoop, children, start_daemon
+from support.fusedaemon import Daemon, ReaderLoop, descendants, start_daemon
 
 from .conftest import Container, Loop
 
@@ -37,17 +37,6 @@ pytestmark = [pytest.mark.root, pytest.mark.fuse]
 TENANT = Path(__file__).with_name("tenant.py")
 SYSTEM_PY = "/usr/bin/python3"  # the tenant runs as nobody: not the test venv under /work
 STALL_S = 2.0
-
-
-def _descendants(pid: int) -> list[int]:
-    """pid's descendants, parents before children."""
-    out: list[int] = []
-    todo = children(pid)
-    while todo:
-        p = todo.pop(0)
-        out.append(p)
-        todo += children(p)
-    return out
 MODES = ("chroot-proc", "overlay-up", "fuse-root", "fuse-dev", "fuse-node")
 HEADER = "major minor  #blocks  name\n\n"
 
@@ -170,7 +159,7 @@ def test_control_the_tenants_own_fuse_does_hang(base: Path, daemon: Daemon) -> N
         # The init cannot exit while it waits on its own stopped server, and the server would only be killed by
         # the init's exit (the pid namespace dies with it): kill the server (and every other descendant) first,
         # or the init stays in D state for good once the request has reached the server.
-        for pid in reversed(_descendants(proc.pid)):
+        for pid in reversed(descendants(proc.pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.kill()

@@ -22,6 +22,7 @@ from pylxcfs.sampler import sample_once
 from pylxcfs.service import Renderer, ViewOptions
 from pylxcfs.views.loadavg import STATE_KEY
 from support.cgv1 import CgroupTree, V1Cgroup
+from support.fusedaemon import children
 
 MiB = 1 << 20
 
@@ -38,14 +39,6 @@ def tree() -> Iterator[CgroupTree]:
         yield t
     finally:
         t.destroy()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 @dataclass
@@ -72,9 +65,9 @@ def start_container(cg: V1Cgroup, member_cmd: str = "sleep 60") -> Container:
                          preexec_fn=enter)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        kids = _children(p.pid)
-        if kids and _children(kids[0]):
-            return Container(p, kids[0], _children(kids[0])[0])
+        kids = children(p.pid)
+        if kids and children(kids[0]):
+            return Container(p, kids[0], children(kids[0])[0])
         time.sleep(0.02)
     p.kill()
     p.wait()
@@ -142,7 +135,7 @@ def test_process_entered_with_setns_finds_the_init(tree: CgroupTree) -> None:
         deadline = time.monotonic() + 5
         pid = 0
         while time.monotonic() < deadline and not pid:
-            kids = _children(entered.pid)
+            kids = children(entered.pid)
             pid = kids[0] if kids else 0
             time.sleep(0.02)
         assert pid, "nsenter child did not appear"
@@ -250,7 +243,7 @@ def test_a_thread_of_the_init_resolves_to_its_process(tree: CgroupTree) -> None:
         init = tid = 0
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not tid:
-            kids = _children(p.pid)
+            kids = children(p.pid)
             if kids:
                 init = kids[0]
                 tids = [int(t) for t in os.listdir(f"/proc/{init}/task") if int(t) != init]
