@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -30,17 +31,33 @@ MEMINFO = (
 )
 
 
+def _put(path: Path, text: str) -> None:
+    """Give `path` the content `text` without a moment in which a reader sees anything else: left alone when it
+    already has it, else written beside and renamed over it. A second daemon started on the same fixture tree
+    (the adoption tests) calls make_fixture_root again while the first one's workers serve reads from it; a
+    write_text() there truncated meminfo, and a read rendered in that window came back empty."""
+    data = text.encode()
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)  # never open a FIFO a test planted there (it would block)
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and path.read_bytes() == data:
+            return
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_bytes(data)
+    os.rename(staged, path)
+
+
 def make_fixture_root(base: Path) -> Path:
     """A tiny host tree whose files differ from this machine's, so every read proves it came from the
-    daemon's renderer (a host caller gets the host file of the --host-root tree)."""
+    daemon's renderer (a host caller gets the host file of the --host-root tree). Calling it again on the same
+    base is safe while a daemon serves from the tree: a file that is already right is not touched."""
     root = base / "hostroot"
     (root / "proc").mkdir(parents=True, exist_ok=True)
     (root / "sys/devices/system/cpu").mkdir(parents=True, exist_ok=True)
-    (root / "proc/meminfo").write_text(MEMINFO)
-    (root / "proc/uptime").write_text("12345.67 23456.78\n")
-    (root / "proc/loadavg").write_text("0.11 0.22 0.33 1/99 4242\n")
-    (root / "proc/swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
-    (root / "sys/devices/system/cpu/online").write_text("0\n")
+    _put(root / "proc/meminfo", MEMINFO)
+    _put(root / "proc/uptime", "12345.67 23456.78\n")
+    _put(root / "proc/loadavg", "0.11 0.22 0.33 1/99 4242\n")
+    _put(root / "proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    _put(root / "sys/devices/system/cpu/online", "0\n")
     # The daemon's own pid namespace, as procfs shows it; the tree holds no other process, so every caller
     # (a real pid of this machine) is gone from its point of view and reads the tree's host files.
     (root / "proc/self/ns").mkdir(parents=True, exist_ok=True)
