@@ -83,6 +83,8 @@ class Daemon:
                 out[pid] = "supervisor" if self.name == "pylxcfs" else "main"
             elif b"pylxcfs.fuse.wire" in cmd or b"pylxcfs.fuse.worker" in cmd:
                 out[pid] = "worker"
+            elif b"pylxcfs.fuse.zygote" in cmd:
+                out[pid] = "zygote"  # forks the generation's workers (fuse/zygote.py); shares its pages with them
             elif b"sysinfo" in cmd:
                 out[pid] = "sysinfo"
             else:

@@ -29,7 +29,6 @@ from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse.config import DaemonConfig
 from pylxcfs.fuse.sdnotify import sd_notify
 from pylxcfs.log import setup_logging
-from pylxcfs.service import load_registry
 
 log = logging.getLogger("pylxcfs")
 
@@ -176,6 +175,24 @@ def _daemonize(logfd: int | None = None) -> Callable[[int, str], None]:
     return report
 
 
+def _load_registry_job() -> dict[str, object]:
+    from pylxcfs.service import load_registry
+
+    load_registry()
+    return {}
+
+
+def check_registry() -> None:
+    """service.load_registry() in a forked child: it imports every view module, which this process (the raw
+    back-end's supervisor) never needs; imported here they would stay as private heap for the daemon's life.
+    Raises QuietError with the child's RegistryError."""
+    from pylxcfs import forkjob
+
+    r = forkjob.run_one("registry", _load_registry_job, timeout_s=120.0)
+    if not r.ok:
+        raise QuietError(r.error.removeprefix("RegistryError: "), 1)
+
+
 def _nobody_waits(_code: int, _msg: str) -> None:
     """The foreground `report`: no parent is waiting for readiness."""
 
@@ -190,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         raise QuietError("pylxcfs must run as root (it mounts a FUSE filesystem with allow_other)", 1)
     # Every registry row must name a module and function that exist: a broken row stops the start here, before
     # anything is mounted, instead of silently serving the host file (service.load_registry raises RegistryError).
-    load_registry()
+    check_registry()
     logfd = _open_log(args.log) if args.log else None
     if not foreground:
         report = _daemonize(logfd)

@@ -112,6 +112,7 @@ def mount_setattr_propagation(dfd: int, path: str, propagation: int, flags: int 
 
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -119,6 +120,19 @@ def set_pdeathsig(sig: int) -> None:
     Survives execve (except set-uid binaries); cleared in children of fork()."""
     _check(_libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(sig), ctypes.c_ulong(0),
                        ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_PDEATHSIG)")
+
+
+def malloc_trim() -> None:
+    """glibc malloc_trim(0): give the free pages in the C heap back to the kernel (madvise DONTNEED), so the
+    garbage of start-up stops counting in our resident and proportional set size."""
+    _libc.malloc_trim(ctypes.c_size_t(0))
+
+
+def set_child_subreaper() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are re-parented to us, not to init (the zygote's
+    double-forked workers become our children)."""
+    _check(_libc.prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 # --- additions for the toolkit (ct/apply.py): safe target resolution and filesystem-type checks ---------------------

@@ -8,11 +8,13 @@ makes no decisions about content.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylxcfs.context import ViewOptions
-from pylxcfs.hostfs import HostRoot
-from pylxcfs.service import Renderer
+
+if TYPE_CHECKING:
+    from pylxcfs.hostfs import HostRoot
+    from pylxcfs.service import Renderer
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +28,14 @@ class DaemonConfig:
 
     def root(self) -> HostRoot:
         """The HostRoot to read from."""
+        from pylxcfs.hostfs import HostRoot  # imported where it is used: the supervisor never renders
+
         return HostRoot() if self.host_root is None else HostRoot.from_dir(self.host_root)
 
     def make_renderer(self) -> Renderer:
         """A fresh Renderer (call .start() in the serving process)."""
+        from pylxcfs.service import Renderer
+
         return Renderer(self.root(), self.opts, status_dir=self.status_dir)
 
     def to_json(self) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """The supervisor: owns the FUSE connection and keeps a pool of workers serving it.
 
 Role: the process in the pidfile. It opens /dev/fuse, mounts it with mount(2), answers INIT itself, then
-runs a pool of worker processes (fuse/worker.py, each a fresh `python -m pylxcfs.fuse.worker` that
-inherits the descriptor) and never serves a request. The kernel connection outlives any single process:
+runs a pool of worker processes (fuse/worker.py) that inherit the descriptor, and never serves a request.
+The workers of a generation are forked by that generation's zygote (fuse/zygote.py: a fresh interpreter
+started from the code on disk, so they share its imported modules' pages) and re-parented to us (we are a
+child subreaper), so they are our children as exec'd workers were. This module imports no render code.
+The kernel connection outlives any single process:
 a worker that dies leaves the mount alive, the requests it had taken are handed back to the kernel with
 FUSE_NOTIFY_RESEND (Linux >= 6.9) and the other workers (and its replacement) answer them; a supervisor
 that dies leaves its workers serving, and a supervisor started again on the same mount point adopts the
@@ -17,8 +20,8 @@ answering on a shared page; one in progress longer than the request timeout gets
 requests are resent to the others) and is logged with the requester's pid and container. A request that
 was already resent once and gets stuck again is answered EIO by the supervisor itself.
 
-Signals: SIGHUP starts a new generation from the code on disk. SIGTERM/SIGINT unmount, stop the workers and
-exit 0. If every process holding the connection dies (SIGKILL of all of them, OOM), a watchdog process
+Signals: SIGHUP starts a new generation (a new zygote) from the code on disk. SIGTERM/SIGINT unmount, stop
+the workers and exit 0. If every process holding the connection dies (SIGKILL of all of them, OOM), a watchdog process
 (forked before /dev/fuse was opened, so it never holds the connection) lazily unmounts the dead mount point.
 
 Status: about once a second the supervisor writes supervisor.json into the status directory (statusdir.py:
@@ -37,8 +40,6 @@ import os
 import select
 import signal
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.adopt import Adopted
 from pylxcfs.fuse.config import DaemonConfig
+from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
 from pylxcfs.fuse.watchdog import FSTYPE, start_watchdog
-from pylxcfs.fuse.worker import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
+from pylxcfs.fuse.zygote import Zygote
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ REQUEST_TIMEOUT_S = 2.0  # a request in progress longer than this: its worker is
 STOP_TIMEOUT_S = 5.0
 RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake once spawns have failed (a crashed worker is replaced within a second)
 MAX_WORKERS = 64
-DEFAULT_MAX_WORKERS = 4  # each worker is a Python process (~10 MB PSS); more cores than this rarely help
+DEFAULT_MAX_WORKERS = 4  # each worker is a Python process (~7.5 MB PSS, forked); more cores than this rarely help
 EXIT_UNKNOWN = 255  # an adopted worker is not our child: its exit status went to its new parent
 
 
@@ -75,10 +77,10 @@ def default_workers() -> int:
 
 @dataclass(slots=True)
 class Worker:
-    """One serving process: our child (popen) or adopted from a dead supervisor (pidfd only)."""
+    """One serving process: our child (forked by a zygote, re-parented to us) or adopted from a dead supervisor."""
 
     pid: int
-    popen: subprocess.Popen[bytes] | None
+    child: bool  # ours to reap; an adopted worker is known by its pidfd only
     ready_fd: int  # read end of its readiness pipe (-1 once ready)
     started: float
     gen: int
@@ -87,37 +89,48 @@ class Worker:
     ready: bool = False
     retiring_since: float | None = None
     acted_on: int = 0  # unique of the stuck request already handled
+    returncode: int | None = None
 
     @property
     def adopted(self) -> bool:
         """Started by a previous supervisor."""
-        return self.popen is None
+        return not self.child
 
     def poll(self) -> int | None:
-        """Exit status once it has exited, else None."""
-        if self.popen is not None:
-            return self.popen.poll()
-        if select.select([self.pidfd], [], [], 0)[0]:  # a pidfd polls readable once the process exited
-            return 0 if self.retiring_since is not None else EXIT_UNKNOWN
-        return None
+        """Exit status once it has exited, else None (a child is reaped here)."""
+        if self.returncode is not None:
+            return self.returncode
+        if self.child:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: should not happen
+                pid, status = self.pid, -1
+            if pid == 0:
+                return None
+            self.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else EXIT_UNKNOWN
+        elif select.select([self.pidfd], [], [], 0)[0]:  # a pidfd polls readable once the process exited
+            self.returncode = 0 if self.retiring_since is not None else EXIT_UNKNOWN
+        return self.returncode
 
     def signal(self, sig: int) -> None:
-        """Send `sig` (through the pidfd for adopted workers: their pid is not ours to reap, it may be reused)."""
+        """Send `sig` (by pid to a child: unreaped, its pid cannot be reused; else through the pidfd)."""
         with contextlib.suppress(ProcessLookupError):
-            if self.popen is not None:
+            if self.child or self.pidfd < 0:
                 os.kill(self.pid, sig)
             else:
                 signal.pidfd_send_signal(self.pidfd, sig)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` s for it to exit; True if it did."""
-        if self.popen is not None:
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
+        if self.pidfd >= 0:
+            select.select([self.pidfd], [], [], timeout)
+            return self.poll() is not None
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
                 return False
-            return True
-        return bool(select.select([self.pidfd], [], [], timeout)[0])
+            time.sleep(0.01)
+        return True
 
     def snapshot(self) -> tuple[int, int, int, int, int, int]:
         """(busy_since_ns, unique, pid, opcode, requests, errors) from its stats page (zeros without one)."""
@@ -140,6 +153,14 @@ class Worker:
         if self.stats is not None:
             self.stats.close()
             self.stats = None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def mount_data(fd: int) -> str:
@@ -177,6 +198,7 @@ class Supervisor:
         self.fd = -1
         self.dev = ""
         self.workers: dict[int, Worker] = {}
+        self.zygotes: dict[int, Zygote] = {}  # generation -> the zygote that forks its workers
         self.gen = 0
         self.init: P.InitResult | None = None
         self._signals: list[int] = []
@@ -213,6 +235,7 @@ class Supervisor:
             self.dev = entry.dev
             os.write(self._watchdog_w, f"dev={entry.dev}\n".encode())
         os.set_blocking(self.fd, False)  # workers poll; see fuse/worker.py
+        syscalls.set_child_subreaper()  # only now: the watchdog must not become our child
 
     def _take_over(self, a: Adopted) -> None:
         self.fd, self.dev = a.fuse_fd, a.dev
@@ -223,8 +246,9 @@ class Supervisor:
             os.write(self._watchdog_w, f"dev={a.dev}\n".encode())
         os.set_blocking(self.fd, False)
         for pid, pidfd in a.workers:
-            self.workers[pid] = Worker(pid, None, -1, time.monotonic(), gen=-1, pidfd=pidfd, ready=True)
+            self.workers[pid] = Worker(pid, False, -1, time.monotonic(), gen=-1, pidfd=pidfd, ready=True)
         a.workers = []
+        syscalls.set_child_subreaper()
         self.adopted += 1
         log.warning("adopted the connection of %s (device %s) from the workers %s of a dead supervisor; "
                     "replacing them", self.mnt, self.dev, sorted(self.workers))
@@ -243,28 +267,101 @@ class Supervisor:
                  self.init.minor, self.init.kernel_flags, "yes" if self.init.kernel_can_resend else "no")
 
     # -- workers ------------------------------------------------------------------------------------
-    def spawn(self) -> Worker:
-        """Start a worker of the current generation from the code on disk; it inherits the descriptor."""
+    def worker_argv(self) -> list[str]:
+        """The arguments every worker of this daemon runs with (the per-worker descriptors come on top)."""
+        return ["--fd", str(self.fd), "--parent", str(os.getpid()), "--mount", self.mnt, "--dev", self.dev,
+                "--watchdog-fd", str(self._watchdog_w), "--request-timeout", str(self.request_timeout_s),
+                "--config", json.dumps(self.cfg.to_json())]
+
+    def _zygote(self) -> Zygote:
+        """The current generation's zygote, started from the code on disk if there is none yet."""
+        z = self.zygotes.get(self.gen)
+        if z is None or z.gone:
+            if z is not None:
+                self._drop_zygote(z)
+            fds = tuple(fd for fd in (self.fd, self._watchdog_w) if fd >= 0)
+            z = Zygote(self.gen, self.worker_argv(), fds)
+            self.zygotes[self.gen] = z
+            log.info("started zygote %d (generation %d)", z.pid, z.gen)
+        return z
+
+    def _drop_zygote(self, z: Zygote) -> None:
+        if self.zygotes.get(z.gen) is z:
+            del self.zygotes[z.gen]
+        z.close()
+
+    def spawn(self) -> None:
+        """Ask the current generation's zygote (fuse/zygote.py) for one more worker; it inherits the descriptor.
+        The worker is recorded once the zygote has told its pid (_zygote_replies)."""
+        z = self._zygote()
         rfd, wfd = os.pipe()
         sfd = os.memfd_create("pylxcfs-worker-stats", os.MFD_CLOEXEC)
         try:
             os.ftruncate(sfd, STATS_SIZE)
             stats = mmap.mmap(sfd, STATS_SIZE)
-            argv = [sys.executable, "-m", MODULE, "--fd", str(self.fd), "--ready-fd", str(wfd),
-                    "--parent", str(os.getpid()), "--mount", self.mnt, "--dev", self.dev,
-                    "--watchdog-fd", str(self._watchdog_w), "--stats-fd", str(sfd),
-                    "--request-timeout", str(self.request_timeout_s),
-                    "--config", json.dumps(self.cfg.to_json())]
-            fds = tuple(fd for fd in (self.fd, wfd, self._watchdog_w, sfd) if fd >= 0)
-            popen = subprocess.Popen(argv, pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL)
-        finally:
-            os.close(wfd)
-            os.close(sfd)
-        w = Worker(popen.pid, popen, rfd, time.monotonic(), gen=self.gen, stats=stats)
-        self.workers[w.pid] = w
+        except BaseException:
+            for fd in (rfd, wfd, sfd):
+                os.close(fd)
+            raise
+        z.request(rfd, wfd, stats, sfd)
         self._last_spawn = time.monotonic()
-        log.info("started worker %d (generation %d)", w.pid, w.gen)
-        return w
+
+    def _zygote_replies(self, z: Zygote) -> None:
+        for pid, rfd, stats, asked in z.receive():
+            if pid <= 0:
+                log.error("zygote %d could not fork a worker", z.pid)
+                os.close(rfd)
+                stats.close()
+                self._startup_failures += 1
+                continue
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1  # already gone: reaped (and its death counted) by _reap
+            w = Worker(pid, True, rfd, asked, gen=z.gen, stats=stats, pidfd=pidfd)
+            self.workers[pid] = w
+            log.info("started worker %d (generation %d, forked by zygote %d)", pid, w.gen, z.pid)
+
+    def _pending(self) -> int:
+        z = self.zygotes.get(self.gen)
+        return len(z.pending) if z is not None and not z.gone else 0
+
+    def _check_zygotes(self) -> None:
+        """A zygote that died, or does not answer, is dropped (and counted as a failed start when it owed us a
+        worker); the next spawn starts a new one."""
+        now = time.monotonic()
+        for z in list(self.zygotes.values()):
+            code = z.poll()
+            asked = z.oldest_request()
+            if code is None and not z.gone and (asked is None or now - asked <= READY_TIMEOUT_S):
+                continue
+            if code is None and not z.gone:
+                log.error("zygote %d has not forked a worker in %.0f s: killing it", z.pid, READY_TIMEOUT_S)
+            else:
+                self._zygote_replies(z)  # whatever it answered before it went
+                if z.gen == self.gen:
+                    log.warning("zygote %d of generation %d exited (%s)", z.pid, z.gen,
+                                "status unknown" if code is None else f"status {code}")
+            if z.pending:
+                self._startup_failures += 1
+            self._drop_zygote(z)
+
+    def _drop_old_zygotes(self) -> None:
+        for z in [z for z in self.zygotes.values() if z.gen != self.gen]:
+            log.info("zygote %d of generation %d let go", z.pid, z.gen)
+            self._drop_zygote(z)
+
+    def _reap_orphans(self) -> None:
+        """We are a child subreaper: a worker's own children orphaned by its death come to us. Reap the zombies
+        among our children that are neither workers nor zygotes (those are reaped where they are polled)."""
+        known = set(self.workers) | {z.pid for z in self.zygotes.values()}
+        with contextlib.suppress(OSError):
+            for tid in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+                    for pid in (int(x) for x in f.read().split()):
+                        if pid not in known and _zombie(pid):
+                            with contextlib.suppress(ChildProcessError):
+                                os.waitpid(pid, os.WNOHANG)
 
     def _serving(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.retiring_since is None]
@@ -301,6 +398,7 @@ class Supervisor:
         log.info("worker %d ready in %.0f ms", w.pid, (time.monotonic() - w.started) * 1000)
         if not self._served_once:
             self._served_once = True
+            syscalls.malloc_trim()  # start-up's garbage (argument parsing, the mount) need not stay resident
             if self.on_ready is not None:
                 self.on_ready()  # the CLI reports readiness (sd_notify READY=1 with MAINPID, the waiting parent)
                 self.on_ready = None
@@ -313,6 +411,7 @@ class Supervisor:
         if older and len(current) >= self.size and all(w.ready for w in current):
             for w in older:
                 self._retire(w)
+            self._drop_old_zygotes()
             self.notify("READY=1\nSTATUS=serving")  # after a reload or an adoption
 
     def _name_stateful(self) -> None:
@@ -333,6 +432,8 @@ class Supervisor:
                 struct.pack_into("=I", w.stats, STATEFUL_AT, salt)
 
     def _reap(self) -> None:
+        self._check_zygotes()
+        self._reap_orphans()
         for w in list(self.workers.values()):
             code = w.poll()
             if code is None:
@@ -363,9 +464,10 @@ class Supervisor:
                     for x in [x for x in self._serving() if x.gen == self.gen]:
                         x.signal(signal.SIGKILL)
                     self.gen = max(x.gen for x in older)
+                    self._drop_old_zygotes()
 
     def _ensure_workers(self) -> None:
-        missing = self.size - sum(1 for w in self._serving() if w.gen == self.gen)
+        missing = self.size - sum(1 for w in self._serving() if w.gen == self.gen) - self._pending()
         if missing <= 0:
             return
         if self._startup_failures == 0:
@@ -443,6 +545,7 @@ class Supervisor:
             while True:
                 fds = [self._wake_r] + [w.ready_fd for w in self.workers.values() if w.ready_fd >= 0]
                 fds += [w.pidfd for w in self.workers.values() if w.pidfd >= 0]
+                fds += [z.fileno() for z in self.zygotes.values() if not z.gone]
                 try:
                     readable, _, _ = select.select(fds, [], [], 0.25)
                 except InterruptedError:
@@ -453,6 +556,9 @@ class Supervisor:
                             pass
                     except BlockingIOError:
                         pass
+                for z in list(self.zygotes.values()):
+                    if not z.gone and z.fileno() in readable:
+                        self._zygote_replies(z)
                 for w in list(self.workers.values()):
                     if w.ready_fd >= 0 and w.ready_fd in readable:
                         self._ready(w)
@@ -480,6 +586,9 @@ class Supervisor:
         self.notify("RELOADING=1")
         for p in [w for w in self._serving() if not w.ready]:  # a reload in progress: restart it
             p.signal(signal.SIGKILL)
+        z = self.zygotes.get(self.gen)
+        if z is not None and z.pending:  # its forks are not wanted any more
+            self._drop_zygote(z)
         self.gen += 1
         self._startup_failures = 0
         log.info("reload: generation %d replaces workers %s", self.gen, sorted(w.pid for w in self._serving()))
@@ -495,6 +604,8 @@ class Supervisor:
                     syscalls.umount2(self.mnt, syscalls.MNT_DETACH)
                 elif e.errno != errno.EINVAL:  # EINVAL: not mounted (someone unmounted it already)
                     log.error("unmount %s: %s", self.mnt, e)
+        for z in list(self.zygotes.values()):
+            self._drop_zygote(z)
         for w in self.workers.values():
             w.signal(signal.SIGCONT)  # a stopped worker cannot act on SIGUSR2
             w.signal(signal.SIGUSR2)

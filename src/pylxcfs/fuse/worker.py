@@ -46,12 +46,11 @@ from collections import deque
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.ops import Operations
 from pylxcfs.fuse.route import DEFAULT_DEADLINE_S, Router, owner_of
+from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
 from pylxcfs.fuse.wire import Dispatcher
 
 log = logging.getLogger(__name__)
 
-MODULE = "pylxcfs.fuse.worker"
-EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
 HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the rest stay for the other workers)
 NS_CACHE_MAX = 8192
 RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for its open handles this long
@@ -61,14 +60,7 @@ _HEAD = struct.Struct("=IIQQIII").unpack_from
 _OPEN_NODE = struct.Struct("=4xI8xQ").unpack_from  # (opcode, nodeid) of a request
 _PID_AT = struct.Struct("=I").unpack_from
 
-# The stats page shared with the supervisor: busy_since_ns (CLOCK_MONOTONIC, 0 = idle), unique, pid, opcode,
-# requests answered, errors. Written by the worker only.
-STATS = struct.Struct("=QQIIQQ")
-STATS_SIZE = 4096
-# Also on that page: the worker's handle salt (written by the worker at start) and the salt of the pool's
-# "stateful" worker (written by the supervisor): the one that opens every file whose render depends on state
-# kept between reads (below).
-SALT_AT, STATEFUL_AT = 64, 128
+# The stats page shared with the supervisor (its layout: fuse/statspage.py).
 _U32 = struct.Struct("=I")
 # Views whose render depends on history one worker keeps: the loadavg sampler (with -l) averages the cgroups
 # whose loadavg was read IN THAT WORKER. Their OPEN goes to one worker of the pool, so a container's history

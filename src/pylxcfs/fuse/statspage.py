@@ -1,0 +1,22 @@
+"""What the supervisor and its workers agree on: the worker's module name, its exit statuses, the stats page.
+
+Role: the contract between fuse/supervisor.py and fuse/worker.py, in a module that imports nothing else, so the
+supervisor keeps it without importing the worker's render stack (each import is private heap in a process that
+never renders; see docs/design-fuse.md, "Memory").
+"""
+
+from __future__ import annotations
+
+import struct
+
+MODULE = "pylxcfs.fuse.worker"  # `python -m MODULE`: how adoption and the handle router recognise a worker
+EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounted, aborted) or DESTROY came
+
+# The stats page shared with the supervisor (a memfd it creates per worker): busy_since_ns (CLOCK_MONOTONIC,
+# 0 = idle), unique, pid, opcode, requests answered, errors. Written by the worker only.
+STATS = struct.Struct("=QQIIQQ")
+STATS_SIZE = 4096
+# Also on that page: the worker's handle salt (written by the worker at start) and the salt of the pool's
+# "stateful" worker (written by the supervisor): the one that opens every file whose render depends on state
+# kept between reads (fuse/worker.py, STATEFUL_VIEWS).
+SALT_AT, STATEFUL_AT = 64, 128
