@@ -5,10 +5,10 @@ as fuse-bindings.md §9 measured: single-threaded (`nothreads`), `raw_fi` so
 open() can set direct_io, entry/attr timeouts 0.5 s (libfuse's high-level API has one entry timeout for all
 entries, so the per-caller cpuN directories of /sys/devices/system/cpu may stay visible to another caller's
 stat() for up to 0.5 s after a lookup that found them; listings are always per caller; the raw back-end,
-the default, answers those lookups with timeout 0), `auto_unmount` (a SIGKILLed daemon leaves no
-stale mount: libfuse's fusermount3 watchdog unmounts it). It cannot survive its own crash or reload
-without a remount (libfuse answers EIO until it has seen INIT); the raw back-end can. This is the only
-module that imports mfusepy.
+the default, answers those lookups with timeout 0), `auto_unmount` (libfuse's fusermount3 unmounts after a
+SIGKILL) and, because fusermount3 sometimes does not, our own watchdog as the raw back-end has it
+(fuse/watchdog.py; why: serve_mfusepy). It cannot survive its own crash or reload without a remount (libfuse
+answers EIO until it has seen INIT); the raw back-end can. This is the only module that imports mfusepy.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse.config import DaemonConfig
 from pylxcfs.fuse.ops import FsError, Node, Operations
+from pylxcfs.fuse.watchdog import start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,18 @@ def serve_mfusepy(mnt: str, cfg: DaemonConfig, extra_options: str, on_ready: Cal
     mfusepy = _load_mfusepy()
     renderer = cfg.make_renderer()
     ops = Operations(renderer)
+    # auto_unmount alone leaves a stale mount after a SIGKILL about one time in six on a loaded machine: the
+    # exiting process releases fusermount3's socket before /dev/fuse, fusermount3 wakes, its open() of the mount
+    # point queues an OPENDIR that the connection's abort then ends with ECONNABORTED, not ENOTCONN, and
+    # fusermount3 exits without unmounting (util/fusermount.c should_auto_unmount). Our watchdog, forked before
+    # libfuse opens /dev/fuse (it never holds the connection), unmounts whatever fusermount3 left once we are
+    # gone, if it is still this mount (same device).
+    watchdog_w = start_watchdog(mnt)
 
     def on_init() -> None:
+        entry = mountpoint.mount_at(mnt)
+        if entry is not None:
+            os.write(watchdog_w, f"dev={entry.dev}\n".encode())
         renderer.start()
         on_ready()
 
@@ -161,8 +173,14 @@ def serve_mfusepy(mnt: str, cfg: DaemonConfig, extra_options: str, on_ready: Cal
         # (fuse-bindings.md §7).
         if e.args != (8,):
             raise
+    except BaseException:
+        os.close(watchdog_w)  # without "clean": the watchdog unmounts the mount if it is still there
+        raise
     finally:
         renderer.close()
+    # libfuse has unmounted (fuse_teardown) before FUSE() returns
+    os.write(watchdog_w, b"clean\n")
+    os.close(watchdog_w)
     log.info("mfusepy back-end: unmounted %s", mnt)
     return 0
 

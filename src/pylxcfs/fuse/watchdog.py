@@ -1,4 +1,4 @@
-"""The watchdog: lazily unmounts our mount point if the supervisor dies without cleaning up (SIGKILL, OOM).
+"""The watchdog: lazily unmounts our mount point if the daemon dies without cleaning up (SIGKILL, OOM).
 
 Role: started by the supervisor BEFORE it opens /dev/fuse (so it never holds the connection), double-forked
 (nobody's child to reap). While it waits it is a tiny `sh` blocked in `read` on a pipe, not a copy of the
@@ -6,7 +6,7 @@ Python supervisor: a forked Python process would add ~14 MB of RSS to the daemon
 waits. The supervisor writes "dev=MAJ:MIN" once mounted and "clean" on a clean shutdown; when the pipe
 closes without "clean" (the supervisor died), the shell execs `python -m pylxcfs.fuse.watchdog MNT WORDS...`,
 which unmounts MNT only if it is still OUR mount (type fuse.lxcfs, same device): a later daemon's live
-mount at the same place is never touched.
+mount at the same place is never touched. The mfusepy back-end (fuse/mfuse.py) starts one too, the same way.
 """
 
 from __future__ import annotations
@@ -70,9 +70,12 @@ def finish(mnt: str, words: list[str]) -> int:
     try:
         mountpoint.lazy_unmount(mnt)
     except OSError as e:
+        now = mountpoint.mount_at(mnt)
+        if now is None or now.dev != dev:  # unmounted meanwhile (the mfusepy back-end's fusermount3 too)
+            return 0
         log.error("watchdog: could not unmount %s: %s", mnt, e)
         return 1
-    log.warning("watchdog: supervisor died; lazily unmounted %s", mnt)
+    log.warning("watchdog: the daemon died; lazily unmounted %s", mnt)
     return 0
 
 
