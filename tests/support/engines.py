@@ -45,6 +45,9 @@ from typing import NoReturn
 
 import pytest
 
+from support.meminfo import host_memtotal_kib as host_memtotal_kib  # re-exported for t5_engines
+from support.meminfo import meminfo_kib
+
 BUSYBOX = Path("/bin/busybox")
 # busybox's `free` takes "total" from sysinfo(2) (host RAM), only "available" from /proc/meminfo (measured: total
 # 24106 MiB next to available 1023 under a 1 GiB lxcfs view), so the seed's `free -m` check needs procps' free,
@@ -605,15 +608,6 @@ class Containerd(_Harness):
 # ------------------------------------------------------------------------------------------------ in-container reads
 
 
-def meminfo_kib(text: str, key: str = "MemTotal") -> int:
-    """The kB value of one /proc/meminfo key."""
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name.strip() == key:
-            return int(rest.split()[0])
-    raise AssertionError(f"{key} missing from meminfo:\n{text}")
-
-
 def free_total_mib(free_m_output: str) -> int:
     """The 'total' column of the Mem: row of `free -m`."""
     for line in free_m_output.splitlines():
@@ -804,11 +798,6 @@ class Toolkit:
                 f"log tail: {log}"
             )
         return proc
-
-
-def host_memtotal_kib() -> int:
-    """MemTotal of the host's own /proc/meminfo (the expectation once lxcfs is unmounted)."""
-    return meminfo_kib(Path("/proc/meminfo").read_text())
 
 
 def host_cpus() -> int:

@@ -90,20 +90,6 @@ def tenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         C.remove_cgroup_parent(env.cgroup)
 
 
-def host_meminfo_total_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    raise AssertionError("no MemTotal in host /proc/meminfo")
-
-
-def meminfo_total_kib(text: str) -> int:
-    for line in text.splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no MemTotal in {text[:200]!r}")
-
-
 def served_views(lxcfs: Path) -> list[str]:
     """The registry's bind targets (files, and the /sys/devices/system/cpu directory) the live daemon actually
     serves (a healthy daemon: safe to stat from the test)."""

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import HOOK, TOOLKIT, Env, host_meminfo_total_kib, meminfo_total_kib, read_in, wait_until
+from support.meminfo import host_memtotal_kib, meminfo_kib
+from t4_toolkit.conftest import HOOK, TOOLKIT, Env, read_in, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -36,15 +37,15 @@ def test_id_resolution(tenv: Env, trio: list[C.Container]) -> None:
     assert "ambiguous" in r.stderr and "ab1" in r.stderr and "ab2" in r.stderr
     r = tenv.toolkit("remount", "-c", "ab1")
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(trio[0], "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(trio[0], "/proc/meminfo")) == C.GIB // 1024
     r = tenv.toolkit("umount", "-c", "ab1")
     assert r.returncode == 0, r.stderr
     r = tenv.toolkit("remount", "-c", "xy")  # unique prefix
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(trio[2], "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(trio[2], "/proc/meminfo")) == C.GIB // 1024
     r = tenv.toolkit("umount", "--container-id", "xyz")
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(trio[2], "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(trio[2], "/proc/meminfo")) == host_memtotal_kib()
     for hostile in ("../../etc", "/etc/passwd", "ab1/../../../", "nope"):
         r = tenv.toolkit("remount", "-c", hostile)
         assert r.returncode == 1 and "No such container" in r.stderr, (hostile, r.stderr)
@@ -58,10 +59,10 @@ def test_name_resolution(tenv: Env) -> None:
     ct = tenv.runtime.run("named-0123", b)
     r = tenv.toolkit("umount", "-c", "webapp")
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
     r = tenv.toolkit("remount", "-c", "webapp")
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     ct.stop()
 
 

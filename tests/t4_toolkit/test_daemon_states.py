@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
-from t4_toolkit.conftest import HOOK, Env, host_meminfo_total_kib, meminfo_total_kib, read_in
+from support.meminfo import host_memtotal_kib, meminfo_kib
+from t4_toolkit.conftest import HOOK, Env, read_in
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse, pytest.mark.e2e]
 
@@ -57,7 +58,7 @@ def test_check_absent_and_serving(tenv: Env) -> None:
 def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon) -> None:
     d = own_daemon.mountpoint
     ct = tenv.run("stopped-daemon", hook_stage="createRuntime", lxcfs_dir=d)
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.sigstop()
     try:
         rc, out, el = _timed(tenv, "check-lxcfs on SIGSTOPped daemon", "check-lxcfs", "--timeout",
@@ -75,14 +76,14 @@ def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon)
         assert el < CHECK_TIMEOUT + 5
         assert _lxcfs_overlays(ct) == []
         # The container reads host values again, with the daemon still stopped.
-        assert meminfo_total_kib(read_in(ct, "/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
+        assert meminfo_kib(read_in(ct, "/proc/meminfo", timeout=10)) == host_memtotal_kib()
         # A container started now is not blocked by the hook (fail-open): it starts, with host values.
         t = time.monotonic()
         ct2 = tenv.run("started-while-stopped", hook_stage="createRuntime", lxcfs_dir=d)
         TIMINGS["runc run with hook, SIGSTOPped daemon"] = round(time.monotonic() - t, 3)
         assert time.monotonic() - t < 20
         assert _lxcfs_overlays(ct2) == []
-        assert meminfo_total_kib(read_in(ct2, "/proc/meminfo", timeout=10)) == host_meminfo_total_kib()
+        assert meminfo_kib(read_in(ct2, "/proc/meminfo", timeout=10)) == host_memtotal_kib()
         log = (tenv.base / "hook.log").read_text()
         assert "lxcfs is not ready" in log and "container=started-while-stopped" in log
     finally:
@@ -90,8 +91,8 @@ def test_sigstopped_daemon_never_hangs_anything(tenv: Env, own_daemon: C.Daemon)
     # Once resumed, remount --all repairs both (both are registered by the hook).
     rc, out, _ = _timed(tenv, "remount --all after SIGCONT", "remount", "--all", lxcfs_dir=d)
     assert rc == 0, out
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
-    assert meminfo_total_kib(read_in(ct2, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct2, "/proc/meminfo")) == C.GIB // 1024
     ct.stop()
     ct2.stop()
 
@@ -101,7 +102,7 @@ def test_sigkilled_daemon_stale_mount_then_recover(tenv: Env, own_daemon: C.Daem
     """C lxcfs as the reference crashing daemon: SIGKILL leaves a stale fuse.lxcfs mount (ENOTCONN)."""
     d = own_daemon.mountpoint
     ct = tenv.run("killed-daemon", hook_stage="createRuntime", lxcfs_dir=d)
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.kill()
     assert own_daemon.mounted(), "C lxcfs leaves its mount behind when SIGKILLed"
     r = ct.exec("cat", "/proc/meminfo")
@@ -111,14 +112,14 @@ def test_sigkilled_daemon_stale_mount_then_recover(tenv: Env, own_daemon: C.Daem
     rc, out, _ = _timed(tenv, "umount --all on SIGKILLed daemon", "umount", "--all", lxcfs_dir=d)
     assert rc == 0, out
     assert _lxcfs_overlays(ct) == []
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
     # The stop path's host-side clean-up, then a fresh daemon and the start path: virtual again.
     C.lazy_umount(d)
     own_daemon2 = C.start_daemon(d, impl="lxcfs", workdir=tenv.base)
     try:
         rc, out, _ = _timed(tenv, "remount --all after restart", "remount", "--all", lxcfs_dir=d)
         assert rc == 0, out
-        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+        assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     finally:
         own_daemon2.stop()
     ct.stop()
@@ -131,7 +132,7 @@ def test_sigkilled_default_daemon(tenv: Env, own_daemon: C.Daemon) -> None:
     stop path's `umount --all` gives it host values."""
     d = own_daemon.mountpoint
     ct = tenv.run("killed-default", hook_stage="createRuntime", lxcfs_dir=d)
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     own_daemon.kill()
     rc, out, el = _timed(tenv, f"check-lxcfs after SIGKILL ({own_daemon.impl})", "check-lxcfs", lxcfs_dir=d)
     if own_daemon.mounted():
@@ -143,7 +144,7 @@ def test_sigkilled_default_daemon(tenv: Env, own_daemon: C.Daemon) -> None:
     rc, out, el = _timed(tenv, f"umount --all after SIGKILL ({own_daemon.impl})", "umount", "--all", lxcfs_dir=d)
     assert rc == 0 and el < 30, out
     assert _lxcfs_overlays(ct) == []
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
     ct.stop()
 
 
@@ -156,7 +157,7 @@ def test_strict_hook_blocks_the_start_and_default_does_not(tenv: Env) -> None:
         tenv.runtime.run("strict-hook", b)
     tenv.runtime.delete("strict-hook")
     ct = tenv.run("lenient-hook", hook_stage="createRuntime", lxcfs_dir=empty)
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
     log = (tenv.base / "hook.log").read_text()
     assert "container=lenient-hook" in log and "nothing is mounted" in log
     ct.stop()

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
+from support.meminfo import host_memtotal_kib, meminfo_kib
 from t4_toolkit.conftest import (
     HOOK,
     Env,
-    host_meminfo_total_kib,
     host_snapshot,
-    meminfo_total_kib,
     read_in,
     served_views,
 )
@@ -69,7 +68,7 @@ def _assert_virtual(tenv: Env, ct: C.Container) -> None:
     assert os.path.exists("/proc/pressure/cpu"), "this host's kernel has PSI (a prerequisite of this test)"
     assert {"proc/pressure/cpu", "proc/pressure/memory", "proc/pressure/io"} <= set(views), views
     _assert_pressure_is_the_groups(ct)
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     free = ct.exec("/usr/bin/free", "-m", check=True).stdout.splitlines()
     mem = next(ln for ln in free if ln.startswith("Mem:"))
     assert int(mem.split()[1]) == 1024, free
@@ -99,7 +98,7 @@ def test_hook_stage_then_umount_remount(tenv: Env, stage: str) -> None:
     # umount: host values come back, no lxcfs mount is left anywhere in /proc or /sys.
     r = tenv.toolkit("umount", "--container-id", ct.id)
     assert r.returncode == 0, r.stderr
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
     assert not _lxcfs_by_target(ct)
 
     # remount brings the view back; twice does not stack (exactly one mount per target), and the second run keeps
@@ -123,7 +122,7 @@ def test_remount_into_container_started_without_lxcfs(tenv: Env) -> None:
     ct = tenv.run("plain", free=True)
     assert not _lxcfs_by_target(ct)
     assert ct.exec("ls", str(tenv.lxcfs)).returncode != 0, "the container should not see the host lxcfs dir"
-    assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == host_meminfo_total_kib()
+    assert meminfo_kib(read_in(ct, "/proc/meminfo")) == host_memtotal_kib()
 
     # Not set up for lxcfs: --all leaves it alone; --include-unconfigured takes it.
     r = tenv.toolkit("remount", "--all")
@@ -198,7 +197,7 @@ def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
         new = [m for m in ct.host_mountinfo() if m.is_lxcfs]
         assert {m.dev for m in new} != old_dev and len({m.dev for m in new}) == 1
         assert len(new) == len({m.mountpoint for m in new}), "stacked overlays"
-        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+        assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
         assert tenv.toolkit("umount", "-c", "switch").returncode == 0
         assert not _lxcfs_by_target(ct)
         # Registered by the hook for tenv.lxcfs and now without overlays: --all of the OTHER daemon leaves it alone,
@@ -207,7 +206,7 @@ def test_remount_from_another_daemon_replaces_overlays(tenv: Env) -> None:
         assert r.returncode == 0 and "switch" not in {x["id"] for x in json.loads(r.stdout)["results"]}
         r = tenv.toolkit("remount", "--all", "--json")
         assert r.returncode == 0 and "switch" in {x["id"] for x in json.loads(r.stdout)["results"]}, r.stdout
-        assert meminfo_total_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
+        assert meminfo_kib(read_in(ct, "/proc/meminfo")) == C.GIB // 1024
     finally:
         other.stop()
     ct.stop()

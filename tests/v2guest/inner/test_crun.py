@@ -16,24 +16,11 @@ from pathlib import Path
 import pytest
 
 from support import containers as C
+from support.meminfo import host_memtotal_kib, meminfo_kib
 from v2guest.inner.conftest import Daemon
 
 BIN = Path(sys.executable).parent
 CRUN_MEMORY = 256 * 1024 * 1024
-
-
-def _guest_memtotal_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    raise AssertionError("no MemTotal")
-
-
-def _memtotal_kib(text: str) -> int:
-    for line in text.splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no MemTotal in {text[:300]!r}")
 
 
 class Crun:
@@ -95,7 +82,7 @@ def test_crun_hook_then_umount_and_remount(crun: Crun) -> None:
     def meminfo() -> str:
         return ct.exec("grep", "", "/proc/meminfo", timeout=120, check=True).stdout
 
-    assert _memtotal_kib(meminfo()) == CRUN_MEMORY // 1024, hooklog
+    assert meminfo_kib(meminfo()) == CRUN_MEMORY // 1024, hooklog
     lxcfs = [m for m in ct.host_mountinfo() if m.is_lxcfs]
     assert any(m.mountpoint == "/proc/meminfo" for m in lxcfs), lxcfs
     assert not any(m.is_shared for m in lxcfs)
@@ -105,9 +92,9 @@ def test_crun_hook_then_umount_and_remount(crun: Crun) -> None:
     r = crun.toolkit("umount", "--container-id", "crun1")
     assert r.returncode == 0, r.stderr
     assert not [m for m in ct.host_mountinfo() if m.is_lxcfs]
-    assert _memtotal_kib(meminfo()) == _guest_memtotal_kib()  # the kernel's own file again
+    assert meminfo_kib(meminfo()) == host_memtotal_kib()  # the kernel's own file again
 
     r = crun.toolkit("remount", "--container-id", "crun1")
     assert r.returncode == 0, r.stderr
-    assert _memtotal_kib(meminfo()) == CRUN_MEMORY // 1024
+    assert meminfo_kib(meminfo()) == CRUN_MEMORY // 1024
     assert len([m for m in ct.host_mountinfo() if m.mountpoint == "/proc/meminfo" and m.is_lxcfs]) == 1
