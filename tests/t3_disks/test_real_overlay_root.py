@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -146,65 +148,74 @@ def _counting_walks(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return took
 
 
-def test_engine_overlay_on_a_revalidating_layer_is_walked_once_in_a_child(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass
+class Layered:
+    """A container whose root is an engine overlay over a fuse-overlayfs lower layer, its /dev a tmpfs holding
+    one node, xvdq, for the upper layer's device; `walks` records each child forkjob.fd_from_child ran."""
+
+    walks: list[float]
+    srv: subprocess.Popen[bytes]
+    upper_dev: tuple[int, int]
+    merged: Path
+    proc: subprocess.Popen[bytes]
+    init: int
+
+
+@pytest.fixture
+def layered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Layered]:
+    walks = _counting_walks(monkeypatch)
+    srv, upper, merged, upper_dev = _engine_overlay_on_fuse(tmp_path)
+    proc = None
+    try:
+        proc, init = _start(upper, [f"mount -t tmpfs -o mode=755 tmpfs {merged}/dev",
+                                    f"mknod {merged}/dev/xvdq b {upper_dev[0]} {upper_dev[1]}", RUN.format(m=merged)])
+        yield Layered(walks, srv, upper_dev, merged, proc, init)
+    finally:
+        _teardown(srv, proc, tmp_path)
+
+
+def test_engine_overlay_on_a_revalidating_layer_is_walked_once_in_a_child(layered: Layered) -> None:
     # Layers whose dentries revalidate (9p in the v2 test guest, NFS, FUSE snapshotters) defeat a lookup from
     # the dentry cache; the daemon then walks to the container's /dev in a child and keeps an O_PATH fd on it.
     from pylxcfs import devnames
 
-    walks = _counting_walks(monkeypatch)
-    srv, upper, merged, upper_dev = _engine_overlay_on_fuse(tmp_path)
-    proc = None
-    try:
-        proc, init = _start(upper, [f"mount -t tmpfs -o mode=755 tmpfs {merged}/dev",
-                                    f"mknod {merged}/dev/xvdq b {upper_dev[0]} {upper_dev[1]}", RUN.format(m=merged)])
-        now = [0.0]
-        cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
-        devs = cache.get(HostRoot(), init, 0)
-        assert devs.root_dev == upper_dev
-        assert devs.nodes == {upper_dev: "xvdq"}
-        assert len(walks) == 1 and cache.held_fds == 1 and cache.stats.walks == 1
-        # Re-checks use the kept fd: no child, and a node added later is seen (tmpfs bumps /dev's mtime).
-        subprocess.run(["nsenter", "-t", str(init), "-m", "/bin/busybox", "mknod", f"{merged}/dev/xvdr", "b",
-                        str(upper_dev[0]), str(upper_dev[1] + 1)], check=False)
-        # (nsenter keeps the host's root, so the path is the host-side one inside the container's namespace.)
-        devs = cache.get(HostRoot(), init, 0)
-        assert len(walks) == 1 and cache.stats.scans == 2
-        assert devs.nodes.get((upper_dev[0], upper_dev[1] + 1)) == "xvdr"
-        # The container ends: the kept fd is closed at the next prune.
-        _stop(proc)
-        proc = None
-        now[0] += devnames.PRUNE_S
-        cache.get(HostRoot(), os.getpid(), 0)
-        assert cache.held_fds == 0
-    finally:
-        _teardown(srv, proc, tmp_path)
+    walks, init, upper_dev, merged = layered.walks, layered.init, layered.upper_dev, layered.merged
+    now = [0.0]
+    cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
+    devs = cache.get(HostRoot(), init, 0)
+    assert devs.root_dev == upper_dev
+    assert devs.nodes == {upper_dev: "xvdq"}
+    assert len(walks) == 1 and cache.held_fds == 1 and cache.stats.walks == 1
+    # Re-checks use the kept fd: no child, and a node added later is seen (tmpfs bumps /dev's mtime).
+    subprocess.run(["nsenter", "-t", str(init), "-m", "/bin/busybox", "mknod", f"{merged}/dev/xvdr", "b",
+                    str(upper_dev[0]), str(upper_dev[1] + 1)], check=False)
+    # (nsenter keeps the host's root, so the path is the host-side one inside the container's namespace.)
+    devs = cache.get(HostRoot(), init, 0)
+    assert len(walks) == 1 and cache.stats.scans == 2
+    assert devs.nodes.get((upper_dev[0], upper_dev[1] + 1)) == "xvdr"
+    # The container ends: the kept fd is closed at the next prune.
+    _stop(layered.proc)
+    now[0] += devnames.PRUNE_S
+    cache.get(HostRoot(), os.getpid(), 0)
+    assert cache.held_fds == 0
 
 
-def test_engine_overlay_on_a_stopped_layer_server_costs_one_bounded_walk(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_overlay_on_a_stopped_layer_server_costs_one_bounded_walk(layered: Layered) -> None:
     from pylxcfs import devnames
 
-    walks = _counting_walks(monkeypatch)
-    srv, upper, merged, upper_dev = _engine_overlay_on_fuse(tmp_path)
-    proc = None
-    try:
-        proc, init = _start(upper, [f"mount -t tmpfs -o mode=755 tmpfs {merged}/dev",
-                                    f"mknod {merged}/dev/xvdq b {upper_dev[0]} {upper_dev[1]}", RUN.format(m=merged)])
-        os.kill(srv.pid, signal.SIGSTOP)  # the layer's server stops answering: a lookup of `dev` hangs
-        now = [0.0]
-        cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
-        devs = cache.get(HostRoot(), init, 0)
-        # The root device comes from the text; /dev could not be had, so no node is named.
-        assert devs.root_dev == upper_dev and devs.nodes == {}
-        assert len(walks) == 1 and cache.stats.walks == 0 and cache.held_fds == 0
-        assert walks[0] >= devnames.WALK_TIMEOUT_S  # the child was killed at its deadline, not answered
-        # Until WALK_RETRY_S has passed, no further child for this container.
-        now[0] += devnames.WALK_RETRY_S / 2
-        assert cache.get(HostRoot(), init, 0).nodes == {} and len(walks) == 1
-        # The server answers again: the next try after WALK_RETRY_S names the node.
-        os.kill(srv.pid, signal.SIGCONT)
-        now[0] += devnames.WALK_RETRY_S
-        assert cache.get(HostRoot(), init, 0).nodes == {upper_dev: "xvdq"} and len(walks) == 2
-    finally:
-        _teardown(srv, proc, tmp_path)
+    walks, init, upper_dev, srv = layered.walks, layered.init, layered.upper_dev, layered.srv
+    os.kill(srv.pid, signal.SIGSTOP)  # the layer's server stops answering: a lookup of `dev` hangs
+    now = [0.0]
+    cache = devnames.DeviceNameCache(ttl_s=0, clock=lambda: now[0])
+    devs = cache.get(HostRoot(), init, 0)
+    # The root device comes from the text; /dev could not be had, so no node is named.
+    assert devs.root_dev == upper_dev and devs.nodes == {}
+    assert len(walks) == 1 and cache.stats.walks == 0 and cache.held_fds == 0
+    assert walks[0] >= devnames.WALK_TIMEOUT_S  # the child was killed at its deadline, not answered
+    # Until WALK_RETRY_S has passed, no further child for this container.
+    now[0] += devnames.WALK_RETRY_S / 2
+    assert cache.get(HostRoot(), init, 0).nodes == {} and len(walks) == 1
+    # The server answers again: the next try after WALK_RETRY_S names the node.
+    os.kill(srv.pid, signal.SIGCONT)
+    now[0] += devnames.WALK_RETRY_S
+    assert cache.get(HostRoot(), init, 0).nodes == {upper_dev: "xvdq"} and len(walks) == 2
