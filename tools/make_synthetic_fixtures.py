@@ -252,6 +252,35 @@ def common_procs(uptime: str, init_start: int, caller_state: str = "S") -> dict[
     }
 
 
+def v1_host(cg: str, uptime: str, init_start: int, meminfo: str, vmstat: str, swap_line: str) -> dict[str, str]:
+    """A pure-v1 host: common_procs, its meminfo, vmstat and swaps (one device line), the v1 mountinfo; the
+    container's processes (4242, 4243) in `cg` of every hierarchy, the host caller (100) in the root."""
+    files = common_procs(uptime, init_start)
+    line = V1_CGROUP_LINE.format(p=cg)
+    files.update({
+        "proc/meminfo": meminfo,
+        "proc/vmstat": vmstat,
+        "proc/swaps": SWAPS_HDR + swap_line,
+        "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
+        "proc/4242/cgroup": line,
+        "proc/4243/cgroup": line,
+        "proc/100/cgroup": V1_CGROUP_LINE.format(p="/"),
+    })
+    return files
+
+
+def v1_memory(mem: str, limit: int, usage: int, memsw: tuple[int, int] | None, memory_stat: str) -> dict[str, str]:
+    """A v1 memory cgroup's files: limit and usage, memsw limit and usage (None: swap accounting off, no such
+    files), swappiness 60 and memory.stat."""
+    files = {f"{mem}/memory.limit_in_bytes": f"{limit}\n", f"{mem}/memory.usage_in_bytes": f"{usage}\n"}
+    if memsw is not None:
+        files[f"{mem}/memory.memsw.limit_in_bytes"] = f"{memsw[0]}\n"
+        files[f"{mem}/memory.memsw.usage_in_bytes"] = f"{memsw[1]}\n"
+    files[f"{mem}/memory.swappiness"] = "60\n"
+    files[f"{mem}/memory.stat"] = memory_stat
+    return files
+
+
 # /proc/vmstat (mm/vmstat.c vmstat_text order). 5.15: the node and zone counters, the thresholds, then events.
 # Values are the host's: large, and several (numa_*, pgalloc_*, pgfree, compaction) with no cgroup counterpart.
 _VMSTAT_515_KEYS = (
@@ -395,26 +424,15 @@ def legacy_centos7(root: Path) -> None:
     limit 1 GiB, memsw 1.5 GiB, usage 300 MiB, memsw usage 320 MiB (-> 20 MiB swapped), swappiness 60."""
     mem = "sys/fs/cgroup/memory/docker/ct1"
     cpu = "sys/fs/cgroup/cpu,cpuacct/docker/ct1"
-    files = common_procs("86400.00 150000.00\n", 8000000)
-    line = V1_CGROUP_LINE.format(p="/docker/ct1")
+    files = v1_host("/docker/ct1", "86400.00 150000.00\n", 8000000, MEMINFO_310, VMSTAT_310,
+                    "/dev/dm-1                               partition\t4194300\t0\t-1\n")
+    files.update(v1_memory(mem, GiB, 300 * MiB, (GiB + 512 * MiB, 320 * MiB),
+                           v1_stat(rss=200 * MiB, cache=90 * MiB, shmem=10 * MiB, active_anon=150 * MiB,
+                                   inactive_anon=60 * MiB, active_file=50 * MiB, inactive_file=30 * MiB,
+                                   hier_mem=GiB, hier_memsw=GiB + 512 * MiB)))
     files.update({
-        "proc/meminfo": MEMINFO_310,
-        "proc/vmstat": VMSTAT_310,
-        "proc/swaps": SWAPS_HDR + "/dev/dm-1                               partition\t4194300\t0\t-1\n",
-        "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
-        "proc/4242/cgroup": line,
-        "proc/4243/cgroup": line,
-        "proc/100/cgroup": V1_CGROUP_LINE.format(p="/"),
         "sys/fs/cgroup/memory/docker/memory.limit_in_bytes": "9223372036854771712\n",
         "sys/fs/cgroup/memory/docker/memory.memsw.limit_in_bytes": "9223372036854771712\n",
-        f"{mem}/memory.limit_in_bytes": f"{GiB}\n",
-        f"{mem}/memory.memsw.limit_in_bytes": f"{GiB + 512 * MiB}\n",
-        f"{mem}/memory.usage_in_bytes": f"{300 * MiB}\n",
-        f"{mem}/memory.memsw.usage_in_bytes": f"{320 * MiB}\n",
-        f"{mem}/memory.swappiness": "60\n",
-        f"{mem}/memory.stat": v1_stat(rss=200 * MiB, cache=90 * MiB, shmem=10 * MiB, active_anon=150 * MiB,
-                                      inactive_anon=60 * MiB, active_file=50 * MiB, inactive_file=30 * MiB,
-                                      hier_mem=GiB, hier_memsw=GiB + 512 * MiB),
         f"{cpu}/cpuacct.usage": "120000000000\n",
         f"{cpu}/cpu.cfs_quota_us": "-1\n",
         f"{cpu}/cpu.cfs_period_us": "100000\n",
@@ -434,25 +452,16 @@ def legacy_noswapacct(root: Path) -> None:
     """Pure v1 booted with swapaccount=0: no memory.memsw.* files and no hierarchical_memsw_limit line, while
     the host has 1 GiB of swap; container /lxc/c2 limited to 256 MiB, 64 MiB used. Swap must show 0."""
     mem = "sys/fs/cgroup/memory/lxc/c2"
-    files = common_procs("1000.00 1900.00\n", 20000)
-    line = V1_CGROUP_LINE.format(p="/lxc/c2")
     meminfo = MEMINFO_310.replace("SwapTotal:       4194300 kB", "SwapTotal:       1048572 kB").replace(
         "SwapFree:        4194300 kB", "SwapFree:        1048572 kB")
+    files = v1_host("/lxc/c2", "1000.00 1900.00\n", 20000, meminfo, VMSTAT_515,
+                    "/swapfile                               file\t\t1048572\t0\t-2\n")
+    files.update(v1_memory(mem, 256 * MiB, 64 * MiB, None,
+                           v1_stat(rss=40 * MiB, cache=20 * MiB, shmem=0, active_anon=30 * MiB,
+                                   inactive_anon=10 * MiB, active_file=12 * MiB, inactive_file=8 * MiB,
+                                   hier_mem=256 * MiB, hier_memsw=None)))
     files.update({
-        "proc/meminfo": meminfo,
-        "proc/vmstat": VMSTAT_515,
-        "proc/swaps": SWAPS_HDR + "/swapfile                               file\t\t1048572\t0\t-2\n",
-        "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
-        "proc/4242/cgroup": line,
-        "proc/4243/cgroup": line,
-        "proc/100/cgroup": V1_CGROUP_LINE.format(p="/"),
         "sys/fs/cgroup/memory/lxc/memory.limit_in_bytes": "9223372036854771712\n",
-        f"{mem}/memory.limit_in_bytes": f"{256 * MiB}\n",
-        f"{mem}/memory.usage_in_bytes": f"{64 * MiB}\n",
-        f"{mem}/memory.swappiness": "60\n",
-        f"{mem}/memory.stat": v1_stat(rss=40 * MiB, cache=20 * MiB, shmem=0, active_anon=30 * MiB,
-                                      inactive_anon=10 * MiB, active_file=12 * MiB, inactive_file=8 * MiB,
-                                      hier_mem=256 * MiB, hier_memsw=None),
         "MANIFEST.toml": manifest(
             "x86_64-legacy-noswapacct", "4.19.0-25-amd64 (swapaccount=0)", "Debian 10", "legacy",
             "swap accounting off: no memory.memsw.* files; host swap 1 GiB; container /lxc/c2 256 MiB, 64 MiB "
@@ -504,24 +513,13 @@ def legacy_nomemavail(root: Path) -> None:
     """A kernel without MemAvailable (before 3.14); v1 like centos7; container /docker/old: 512 MiB limit,
     100 MiB used, memsw == limit (no swap allowed). The view must not invent a MemAvailable line."""
     mem = "sys/fs/cgroup/memory/docker/old"
-    files = common_procs("2000.00 3000.00\n", 100000)
-    line = V1_CGROUP_LINE.format(p="/docker/old")
+    files = v1_host("/docker/old", "2000.00 3000.00\n", 100000, MEMINFO_NO_AVAIL, VMSTAT_310,
+                    "/dev/dm-1                               partition\t4194300\t0\t-1\n")
+    files.update(v1_memory(mem, 512 * MiB, 100 * MiB, (512 * MiB, 100 * MiB),
+                           v1_stat(rss=60 * MiB, cache=40 * MiB, shmem=0, active_anon=50 * MiB,
+                                   inactive_anon=10 * MiB, active_file=25 * MiB, inactive_file=15 * MiB,
+                                   hier_mem=512 * MiB, hier_memsw=512 * MiB)))
     files.update({
-        "proc/meminfo": MEMINFO_NO_AVAIL,
-        "proc/vmstat": VMSTAT_310,
-        "proc/swaps": SWAPS_HDR + "/dev/dm-1                               partition\t4194300\t0\t-1\n",
-        "proc/self/mountinfo": PROC_MI + SYS_MI + V1_MI,
-        "proc/4242/cgroup": line,
-        "proc/4243/cgroup": line,
-        "proc/100/cgroup": V1_CGROUP_LINE.format(p="/"),
-        f"{mem}/memory.limit_in_bytes": f"{512 * MiB}\n",
-        f"{mem}/memory.memsw.limit_in_bytes": f"{512 * MiB}\n",
-        f"{mem}/memory.usage_in_bytes": f"{100 * MiB}\n",
-        f"{mem}/memory.memsw.usage_in_bytes": f"{100 * MiB}\n",
-        f"{mem}/memory.swappiness": "60\n",
-        f"{mem}/memory.stat": v1_stat(rss=60 * MiB, cache=40 * MiB, shmem=0, active_anon=50 * MiB,
-                                      inactive_anon=10 * MiB, active_file=25 * MiB, inactive_file=15 * MiB,
-                                      hier_mem=512 * MiB, hier_memsw=512 * MiB),
         "MANIFEST.toml": manifest(
             "x86_64-legacy-nomemavail", "3.10 (synthetic: meminfo without MemAvailable as before 3.14; NSpid "
             "lines kept so resolution works)", "synthetic", "legacy",
