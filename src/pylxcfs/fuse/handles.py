@@ -6,7 +6,8 @@ Role: storage for fuse/ops.py Operations (open/read/release). Nothing here rende
   Python and nearly every reader do: the file fits their read size). Their next read is at that length (EOF),
   so the bytes need not be kept;
 - the render's bytes, when the reader got only a part (a small read size, or a file larger than one READ):
-  reads at offset > 0 continue exactly those bytes, so a reader never sees a torn file.
+  the read at the offset where the last piece ended continues exactly those bytes, so a reader never sees a
+  torn file; once the reader has had the last piece, only the length is kept.
 
 Handles are 64-bit: a random per-process salt in the high 32 bits and a counter in the low 32. A worker that
 replaced a crashed or retired one therefore never mistakes a handle opened through its predecessor (a "foreign"
@@ -41,8 +42,8 @@ class HandlesFull(Exception):
 class HandleTable:
     """fh -> b"" (not rendered), the length of a render delivered whole, or the bytes of a partly read one."""
 
-    __slots__ = ("_canon", "_next", "_refs", "foreign", "held_bytes", "max_bytes", "max_foreign", "own", "salt",
-                 "share_from")
+    __slots__ = ("_canon", "_next", "_refs", "foreign", "held_bytes", "max_bytes", "max_foreign", "own", "resume",
+                 "salt", "share_from")
 
     def __init__(self, salt: int | None = None, share_from: int = SHARE_FROM, max_foreign: int = MAX_FOREIGN,
                  max_bytes: int = MAX_BYTES) -> None:
@@ -58,6 +59,9 @@ class HandleTable:
         # object is alive while it is in _canon, so no other live object can carry the same id).
         self._canon: dict[bytes, bytes] = {}
         self._refs: dict[int, int] = {}
+        # Handles holding bytes -> the offset their reader's next sequential read starts at (the end of the last
+        # piece served). Only a read there continues the kept render (see Operations.read).
+        self.resume: dict[int, int] = {}
 
     def new(self) -> int:
         """A fresh own handle holding nothing yet."""
@@ -82,9 +86,10 @@ class HandleTable:
         else:
             self._put(fh, length)
 
-    def keep(self, fh: int, data: bytes) -> bytes:
-        """Keep `data` (a render the reader got only part of) as the handle's content; returns the object kept
-        (the shared copy when sharing is on). Raises HandlesFull past max_bytes (the handle keeps its old state)."""
+    def keep(self, fh: int, data: bytes, resume: int) -> bytes:
+        """Keep `data` (a render the reader got the first `resume` bytes of) as the handle's content; returns the
+        object kept (the shared copy when sharing is on). Raises HandlesFull past max_bytes (the handle keeps its
+        old state)."""
         if len(self.own) + len(self.foreign) >= self.share_from:
             canon = self._canon.get(data)
             if canon is None:
@@ -96,6 +101,7 @@ class HandleTable:
         else:
             self._charge(len(data))
         self._put(fh, data)
+        self.resume[fh] = resume
         return data
 
     def drop(self, fh: int) -> None:
@@ -105,6 +111,7 @@ class HandleTable:
             old = self.foreign.pop(fh, None)
         if old and isinstance(old, bytes):
             self._free(old)
+            self.resume.pop(fh, None)
 
     def __len__(self) -> int:
         return len(self.own) + len(self.foreign)
@@ -132,12 +139,15 @@ class HandleTable:
             foreign = self.foreign
             old = foreign.get(fh)
             if old is None and len(foreign) >= self.max_foreign:
-                evicted = foreign.pop(next(iter(foreign)))
+                gone = next(iter(foreign))
+                evicted = foreign.pop(gone)
                 if evicted and isinstance(evicted, bytes):
                     self._free(evicted)
+                    self.resume.pop(gone, None)
             foreign[fh] = value
         if old and isinstance(old, bytes):
             self._free(old)
+            self.resume.pop(fh, None)
 
     def _free(self, data: bytes) -> None:
         key = id(data)

@@ -64,6 +64,11 @@ class RendererLike(Protocol):
     def hidden(self, tree: str, caller_pid: int, names: list[str]) -> frozenset[str]: ...
 
 
+class Referred(Exception):
+    """A pool worker rendered another worker's handle at offset 0 and the reader takes only part of it: the
+    render must be kept where the handle's later reads go (its owner), so the request is handed there."""
+
+
 class FsError(Exception):
     """A refusal with an errno; the front-ends turn it into an error reply."""
 
@@ -242,6 +247,9 @@ class Operations:
         self.tree = Tree(renderer.paths(), trees, {t: renderer.host_tree(t) for t in trees})
         self.handles = handles if handles is not None else HandleTable(salt)
         self._full_warnings = RateLimited(log, 60.0)
+        # Set by a pool worker (fuse/worker.py): a partial offset-0 read of another worker's handle raises Referred
+        # instead of keeping the render here, where its continuation would not come.
+        self.refer_foreign_partials = False
 
     # -- metadata -------------------------------------------------------------------------------
     def attr_of(self, node: Node) -> Attr:
@@ -367,30 +375,31 @@ class Operations:
 
     def read(self, ino: int, fh: int, offset: int, size: int, pid: int) -> bytes:
         """Offset 0: render for the reader `pid` and return its head. Offset > 0: bytes [offset, offset+size) of
-        the handle's last offset-0 render (b"" at or past its end). ENOMEM when a partly read render cannot be
-        kept (fuse/handles.py: the byte cap)."""
+        the handle's kept render (a reader took only part of it), else end of file. ENOMEM when a partly read
+        render cannot be kept (fuse/handles.py: the byte cap)."""
         if offset == 0:
             return self._render(ino, fh, pid, 0, size)
         if offset < 0:
             raise FsError(errno.EINVAL, "negative offset")
-        data = self.handles.content(fh)
-        if data is None:
-            # Unknown here (opened through a previous worker) and first read from the middle: the render it
-            # continues died with that worker, and a new one could mix two snapshots. End of file, as the C lxcfs
-            # answers a read at offset > 0 on an fd that never generated content.
-            log.debug("foreign handle %#x read at %d: EOF", fh, offset)
-            return b""
-        if isinstance(data, bytes):
-            if data:
-                return data[offset:offset + size]
-            # Our handle, never rendered: a first read from the middle gets that part of a new render, as the
-            # kernel's seq_file does for a pread at a position it has not generated.
-            return self._render(ino, fh, pid, offset, size)
-        if offset >= data:  # the last render was delivered whole; this is the reader's EOF read
-            return b""
-        # A pread into the middle of a file the reader already got whole in one READ: a new render, as seq_file
-        # does for a pread anywhere but where the last read ended (a sequential reader never gets here).
-        return self._render(ino, fh, pid, offset, size)
+        handles = self.handles
+        data = handles.content(fh)
+        if data and isinstance(data, bytes):
+            if handles.resume.get(fh) != offset:
+                # Not where the reader's last piece ended: a seek, or the EOF read after a newer render another
+                # pool worker delivered whole (these bytes are then an older snapshot). End of file.
+                return b""
+            piece = data[offset:offset + size]
+            if offset + size >= len(data):
+                handles.delivered(fh, len(data))  # the last piece: the EOF read needs only the length
+            else:
+                handles.resume[fh] = offset + size
+            return piece
+        # No kept bytes: the last render went to the reader whole (this is its EOF read), none was made here (a
+        # pool worker may have rendered it whole, or it was opened through a previous worker), or none at all. End
+        # of file in every case, as the C lxcfs answers a read at offset > 0 on an fd that has no content. A fresh
+        # render's slice would be wrong here: when another worker delivered a render of a different length, the
+        # reader's EOF read would get the tail of a second snapshot.
+        return b""
 
     def _render(self, ino: int, fh: int, pid: int, offset: int, size: int) -> bytes:
         """Render for `pid` (or pass the host file through), record it under the handle, return bytes
@@ -400,11 +409,13 @@ class Operations:
             raise FsError(errno.EISDIR, node.path)
         data = self.content(node, pid)
         end = offset + size
+        if end < len(data) and self.refer_foreign_partials and fh >> 32 != self.handles.salt:
+            raise Referred(node.path)
         if end >= len(data):
             self.handles.delivered(fh, len(data))  # the reader gets the rest whole: only the length is kept
             return data[offset:] if offset else data
         try:
-            data = self.handles.keep(fh, data)
+            data = self.handles.keep(fh, data, end)
         except HandlesFull as e:
             self._full_warnings.warning("full", "%s: refusing a partial read of %s by pid %d (ENOMEM)", e,
                                         node.path, pid)

@@ -33,6 +33,7 @@ import socket
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 DEFAULT_DEADLINE_S = 2.0
 RETRY_S = 0.005
@@ -42,6 +43,10 @@ _HEAD = struct.Struct("=IIQ").unpack_from  # fuse_in_header: len, opcode, unique
 _FH = struct.Struct("=Q").unpack_from  # fuse_read_in.fh / fuse_release_in.fh, right after the 40-byte header
 _ACK = struct.Struct("=4sQ")  # b"ACK\0", unique
 ACK_MAGIC = b"ACK\0"
+DROP_MAGIC = b"DRP\0"  # followed by handles (u64 each) whose RELEASE another worker answered
+_DROP_FH = struct.Struct("=Q")
+DROP_BATCH = 28  # handles per drop notice (4 + 28 * 8 = 228 bytes, under MAX_DATAGRAM)
+DROP_FLUSH_S = 0.2  # a partly filled batch waits at most this long
 OP_OPEN, OP_READ, OP_RELEASE = 14, 15, 18  # include/uapi/linux/fuse.h
 ROUTED = frozenset((OP_READ, OP_RELEASE))
 MAX_DATAGRAM = 256  # a READ or RELEASE request is 80 / 64 bytes, an acknowledgement 12
@@ -82,8 +87,11 @@ class Router:
         self._unacked: list[tuple[bytes, bytes]] = []  # acknowledgements whose send must be retried
         self._unresponsive: dict[int, float] = {}  # owner salt -> skip it until then
         self._peers: dict[int, bool] = {}
+        self._drops: dict[int, list[int]] = {}  # owner salt -> handles released here, not yet told
+        self._drops_since = 0.0
+        self.on_drop: Callable[[int], None] = lambda _fh: None  # the owner side: forget a handle
         self.closed = False
-        self.forwarded = self.received = self.refused = self.expired_count = 0
+        self.forwarded = self.received = self.refused = self.expired_count = self.drops_lost = 0
 
     def _addr(self, salt: int) -> bytes:
         return self.prefix + f"{salt:08x}".encode()
@@ -123,6 +131,30 @@ class Router:
             return None  # ECONNREFUSED (no such address), EPIPE (shut for receiving), ...
         return True
 
+    def note_release(self, owner: int, fh: int) -> None:
+        """A RELEASE of `owner`'s handle was answered here: tell the owner (batched, no acknowledgement) so it
+        frees what it keeps for the handle. A lost notice costs the owner one table entry, never a reply."""
+        batch = self._drops.get(owner)
+        if batch is None:
+            batch = self._drops[owner] = []
+            if len(self._drops) == 1:
+                self._drops_since = time.monotonic()
+        batch.append(fh)
+        if len(batch) >= DROP_BATCH:
+            self._send_drops(owner, self._drops.pop(owner))
+
+    def flush_drops(self, force: bool = False) -> None:
+        """Send the release notices that are due (all of them with `force`)."""
+        if self._drops and (force or time.monotonic() - self._drops_since >= DROP_FLUSH_S):
+            drops, self._drops = self._drops, {}
+            for owner, batch in drops.items():
+                self._send_drops(owner, batch)
+
+    def _send_drops(self, owner: int, batch: list[int]) -> None:
+        msg = DROP_MAGIC + b"".join(_DROP_FH.pack(fh) for fh in batch)
+        if not self._send(owner, msg):
+            self.drops_lost += len(batch)  # gone (it holds nothing any more) or full (a few entries kept)
+
     def expired(self) -> list[bytes]:
         """Forwarded requests to answer here now: the owner went away before a retried send got through, or did
         not acknowledge within the deadline (then it is skipped for UNRESPONSIVE_S). Retries due are sent."""
@@ -144,14 +176,20 @@ class Router:
         return out
 
     def next_timeout_ms(self) -> int:
-        """How long poll() may sleep before expired() has work (-1: nothing pending)."""
-        if not self._pending and not self._unacked:
+        """How long poll() may sleep before expired() or flush_drops() has work (-1: nothing pending)."""
+        if not self._pending and not self._unacked and not self._drops:
             return -1
         now = time.monotonic()
         soonest = min((min(g, r) if r else g for g, _o, _b, r in self._pending.values()), default=now + 1)
         if self._unacked:
             soonest = min(soonest, now + RETRY_S)
+        if self._drops:
+            soonest = min(soonest, self._drops_since + DROP_FLUSH_S)
         return max(0, int((soonest - now) * 1000) + 1)
+
+    def has_timers(self) -> bool:
+        """Whether expired(), retry_acks() or flush_drops() could have work."""
+        return bool(self._pending or self._unacked or self._drops)
 
     def pending(self) -> int:
         """Forwarded requests not yet acknowledged."""
@@ -221,6 +259,11 @@ class Router:
             if len(data) == _ACK.size and data[:4] == ACK_MAGIC:
                 self._pending.pop(_ACK.unpack(data)[1], None)
                 continue
+            if data[:4] == DROP_MAGIC:
+                for (fh,) in _DROP_FH.iter_unpack(data[4:4 + (len(data) - 4) // 8 * 8]):
+                    if fh >> 32 == self.salt:
+                        self.on_drop(fh)
+                continue
             mine = owner_of(data) == self.salt or (len(data) >= 16 and _HEAD(data)[1] == OP_OPEN)
             if not mine or not isinstance(addr, bytes) or not addr.startswith(self.prefix):
                 self.refused += 1
@@ -235,6 +278,7 @@ class Router:
         """Stop accepting (senders now fail at once and answer themselves) and return what was already queued."""
         if self.closed:
             return []
+        self.flush_drops(force=True)
         self.closed = True
         with contextlib.suppress(OSError):
             self.inbox.shutdown(socket.SHUT_RD)

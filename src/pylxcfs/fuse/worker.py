@@ -59,6 +59,9 @@ RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for i
 _HEAD = struct.Struct("=IIQQIII").unpack_from
 _OPEN_NODE = struct.Struct("=4xI8xQ").unpack_from  # (opcode, nodeid) of a request
 _PID_AT = struct.Struct("=I").unpack_from
+_OP_FH = struct.Struct("=4xI32xQ").unpack_from  # (opcode, fh) of a READ or RELEASE (fh right after the header)
+_READ_OFFSET = struct.Struct("=48xQ").unpack_from  # fuse_read_in.offset
+_OP_RELEASE = int(P.Opcode.RELEASE)
 
 # The stats page shared with the supervisor (its layout: fuse/statspage.py).
 _U32 = struct.Struct("=I")
@@ -200,62 +203,84 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
     to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep
     answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
     when a reload retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the
-    worker the supervisor names on the stats page."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poller.register(stop.rfd, select.POLLIN)
-    grace_poller = select.poll()  # while retiring: the inbox only (the device and the stop pipe stay readable)
+    worker the supervisor names on the stats page.
+
+    One epoll set watches the device, the stop pipe and the inbox. The device is registered EPOLLEXCLUSIVE:
+    a new request wakes one idle worker of the pool, not all of them (a plain poll() woke every worker for
+    every request and all but one found nothing: two context switches and two failed reads per request on
+    a 2-worker pool). The wake goes to the first idle worker in registration order, so a lone reader's
+    OPEN, READs and RELEASE mostly land on the same worker and need no forwarding; the others take over
+    when it is busy. While requests are held, a zero-timeout epoll_wait after each answer is the one
+    system call that tells whether the device or the inbox has more (reading both until EAGAIN cost two
+    failed system calls and two exceptions per request)."""
+    ep = select.epoll()
+    ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    ep.register(stop.rfd, select.EPOLLIN)
+    inbox = -1
     if router is not None:
-        poller.register(router.fileno(), select.POLLIN)
-        grace_poller.register(router.fileno(), select.POLLIN)
+        inbox = router.fileno()
+        ep.register(inbox, select.EPOLLIN)
     salt = router.salt if router is not None else 0
     bufsize = P.READ_BUFFER
     fq = FairQueue()
     slot = slot or StatsSlot()
     stopped_at = 0.0
+    dev_ready = inbox_ready = True  # look at both once before the first wait
     try:
         while True:
             if router is not None and not router.closed:
-                for fwd in router.receive():
-                    fq.push(fwd)
-                late = router.expired()
-                if late:  # the owner cannot take them: answered here (fuse/ops.py's rules for foreign handles)
-                    log.warning("%d forwarded request(s) not answered by their handle's worker (gone, stopped or "
-                                "stuck): answering them here", len(late))
-                    for mine in late:
-                        fq.push(mine)
-                router.retry_acks()
-            if not stop.requested:
+                if inbox_ready:
+                    for fwd in router.receive():
+                        fq.push(fwd)
+                if router.has_timers():
+                    late = router.expired()
+                    if late:  # the owner cannot take them: answered here (fuse/ops.py's rules for foreign handles)
+                        log.warning("%d forwarded request(s) not answered by their handle's worker (gone, stopped "
+                                    "or stuck): answering them here", len(late))
+                        for mine in late:
+                            fq.push(mine)
+                    router.retry_acks()
+            if dev_ready and not stop.requested:
                 while fq.held < HOLD_MAX:
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
-                    if router is not None:
-                        owner = owner_of(buf)
-                        if not owner and stateful and _OPEN_NODE(buf)[:2] in stateful:
-                            owner = slot.stateful()
-                        if owner and owner != salt and router.forward(owner, buf):
-                            continue
+                    if router is not None and _route(buf, router, salt, slot, stateful, dispatcher.ops):
+                        continue
                     fq.push(buf)
             if not fq.held:
+                if router is not None:
+                    router.flush_drops()
                 if not stop.requested:
-                    poller.poll(router.next_timeout_ms() if router is not None else -1)
+                    dev_ready, inbox_ready = _wait(ep, fd, inbox, router.next_timeout_ms() if router else -1)
                     continue
                 if router is None or router.closed:
                     return "stopped"
                 now = time.monotonic()
-                stopped_at = stopped_at or now
+                if not stopped_at:  # retiring: from now on only the inbox wakes us (the rest stay readable)
+                    stopped_at = now
+                    ep.unregister(fd)
+                    ep.unregister(stop.rfd)
                 if not router.pending() and (not dispatcher.ops.open_handles() or now - stopped_at >= grace_s):
                     for fwd in router.shut():  # forwarded before the shutdown: ours to answer
                         fq.push(fwd)
                     continue
                 left_ms = max(1, int((stopped_at + grace_s - now) * 1000) + 1)
                 t = router.next_timeout_ms()
-                grace_poller.poll(left_ms if t < 0 else min(t, left_ms))
+                dev_ready, inbox_ready = _wait(ep, fd, inbox, left_ms if t < 0 else min(t, left_ms))
                 continue
             req = fq.pop()
             slot.begin(req, dispatcher.requests, dispatcher.errors)
             out = dispatcher.handle(req)
+            if dispatcher.referred:  # a partial read of another worker's handle: its owner keeps the render
+                if router is not None and router.forward(owner_of(req), req):
+                    slot.end()
+                    continue
+                dispatcher.ops.refer_foreign_partials = False  # the owner cannot take it: keep it here
+                try:
+                    out = dispatcher.handle(req)
+                finally:
+                    dispatcher.ops.refer_foreign_partials = True
             if out is not None:
                 try:
                     if not write_reply(fd, out) and dispatcher.last_opened is not None:
@@ -270,8 +295,57 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                 router.answered(req)
             if dispatcher.destroyed:
                 return "destroyed"
+            # Held requests wait: only look (timeout 0) for newer ones, so they queue behind their namespace.
+            dev_ready, inbox_ready = _wait(ep, fd, inbox, 0)
     except _Gone:
         return "unmounted"
+    finally:
+        ep.close()
+
+
+def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: frozenset[tuple[int, int]],
+           ops: Operations) -> bool:
+    """Forward `buf` to the worker that must answer it; False: answer it here.
+
+    Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on
+    its handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there),
+    unless it is the EOF read after our own whole render of that handle. A READ at offset 0 renders afresh
+    wherever it lands (a partial one is handed to the owner after all: ops.Referred). A RELEASE is answered here
+    and the owner told later, in a batch (Router.note_release). A lone reader's open/read/read/close thus
+    costs no round trip between workers."""
+    owner = owner_of(buf)
+    if not owner:
+        if stateful and _OPEN_NODE(buf)[:2] in stateful:
+            owner = slot.stateful()
+            return bool(owner) and owner != salt and router.forward(owner, buf)
+        return False
+    if owner == salt:
+        return False
+    if owner == slot.stateful():
+        return router.forward(owner, buf)
+    opcode, fh = _OP_FH(buf)
+    if opcode == _OP_RELEASE:
+        router.note_release(owner, fh)
+        return False
+    offset = _READ_OFFSET(buf)[0]
+    if offset == 0 or ops.handles.foreign.get(fh) == offset:
+        return False
+    return router.forward(owner, buf)
+
+
+def _wait(ep: select.epoll, fd: int, inbox: int, timeout_ms: int) -> tuple[bool, bool]:
+    """epoll_wait: (device readable, inbox readable). The stop pipe only wakes us (StopFlag holds the state)."""
+    dev = box = False
+    try:
+        events = ep.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
+    except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for a handler that raises
+        return True, True
+    for f, _ev in events:
+        if f == fd:
+            dev = True
+        elif f == inbox:
+            box = True
+    return dev, box
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -317,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     slot = StatsSlot(args.stats_fd)
     router = Router(args.dev, ops.handles.salt, MODULE, args.request_timeout) if args.dev else None
+    if router is not None:
+        router.on_drop = ops.release
+        ops.refer_foreign_partials = True
     slot.publish_salt(ops.handles.salt)
     stateful: frozenset[tuple[int, int]] = frozenset()
     if cfg.opts.enable_loadavg:
