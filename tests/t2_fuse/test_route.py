@@ -136,5 +136,31 @@ def test_foreign_sender_and_wrong_handle_are_refused(pair: tuple[Router, Router]
     assert b.refused == 2
 
 
+def test_release_notices_reach_the_owner_batched_and_only_drop_its_own_handles(pair: tuple[Router, Router]) -> None:
+    a, b = pair
+    dropped: list[int] = []
+    b.on_drop = dropped.append
+    mine = [(b.salt << 32) | n for n in range(1, route.DROP_BATCH + 5)]  # 3, then one batch and one more
+    for fh in mine[:3]:
+        a.note_release(b.salt, fh)  # RELEASEs of b's handles answered by a
+    a.note_release(b.salt, (0x777 << 32) | 9)  # not b's: b must ignore it
+    assert a.has_timers() and 0 <= a.next_timeout_ms() <= int(route.DROP_FLUSH_S * 1000) + 1
+    a.flush_drops()  # not due yet: nothing sent
+    assert b.receive() == [] and dropped == []
+    a._drops_since -= route.DROP_FLUSH_S
+    a.flush_drops()  # due: one notice
+    _wait(lambda: (b.receive(), dropped)[1])
+    assert dropped == mine[:3] and not a.has_timers()
+    for fh in mine[3:]:  # a full batch goes at once, without waiting for the flush time
+        a.note_release(b.salt, fh)
+    _wait(lambda: (b.receive(), len(dropped))[1] >= 3 + route.DROP_BATCH)
+    assert dropped[:3 + route.DROP_BATCH] == mine[:3 + route.DROP_BATCH]
+    b.close()
+    a.note_release(b.salt, mine[0])
+    a.flush_drops(force=True)  # the owner is gone: counted (the one left from the batch, and this), never raised
+    assert a.drops_lost == 2
+    assert 4 + route.DROP_BATCH * 8 <= route.MAX_DATAGRAM
+
+
 def test_module_constants() -> None:
     assert route.OP_READ == P.Opcode.READ and route.OP_RELEASE == P.Opcode.RELEASE

@@ -1,19 +1,21 @@
-"""Handle routing between the workers of one pool: READ and RELEASE go to the worker that owns the handle.
+"""Handle routing between the workers of one pool: what needs a handle's state goes to the worker that has it.
 
 Role: the kernel hands every request to whichever worker reads first, but a file handle's state (the bytes of
-its last offset-0 render, fuse/handles.py) lives in the worker that created it; the salt in the handle's high
-32 bits names that worker. A worker that reads a READ or RELEASE of another worker's handle forwards the raw
-request over a Unix datagram socket to the owner, which answers it on the shared /dev/fuse descriptor (all
-workers share one open file description, so the reply finds the request on the connection's processing list
-whoever read it) and then acknowledges it to the forwarder. Without this, a file read in pieces would mix two
-renders and a RELEASE answered by another worker would leave the handle in its owner forever.
+a partly read render, fuse/handles.py) lives in the worker that created it; the salt in the handle's high 32
+bits names that worker. fuse/worker.py decides what must go there (a READ at offset > 0, a partial render's
+first READ, every request on a stateful view's handle) and answers the rest where it lands (a READ at offset 0,
+a RELEASE, whose owner is then told in a batched release notice). A forwarded request is sent raw over a
+Unix datagram socket to the owner, which answers it on the shared /dev/fuse descriptor (all workers share one
+open file description, so the reply finds the request on the connection's processing list whoever read it)
+and then acknowledges it to the forwarder. Without this, a file read in pieces could mix two renders.
 
 Each worker binds an abstract address `\\0pylxcfs-<dev>-<salt>` (dev = the connection's device number) and
 sends from it, so the owner knows where to acknowledge. A datagram is accepted only from root, from a process
 whose command line is a worker of the same connection (kernel-checked SCM_CREDENTIALS), and a forwarded
 request only if it is a READ or RELEASE of one of our handles (or an OPEN, below): a forged datagram cannot make
-us answer anything else. The one other request a peer forwards is the OPEN of a file whose render depends on history one
-worker keeps (fuse/worker.py, STATEFUL_VIEWS): it goes to the worker the supervisor names for them.
+us answer anything else; a release notice only drops handles of ours. The one other request a peer forwards
+is the OPEN of a file whose render depends on history one worker keeps (fuse/worker.py, STATEFUL_VIEWS): it
+goes to the worker the supervisor names for them.
 
 Nothing here may make a read hang on an owner that cannot answer:
 - owner gone (crashed, killed, retired: its address is unbound or shut for receiving): the send fails at once
