@@ -44,6 +44,7 @@ import time
 from collections import deque
 
 from pylxcfs.fuse import protocol as P
+from pylxcfs.fuse.board import Board
 from pylxcfs.fuse.ops import Operations
 from pylxcfs.fuse.route import DEFAULT_DEADLINE_S, Router, owner_of
 from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
@@ -62,6 +63,7 @@ _PID_AT = struct.Struct("=I").unpack_from
 _OP_FH = struct.Struct("=4xI32xQ").unpack_from  # (opcode, fh) of a READ or RELEASE (fh right after the header)
 _READ_OFFSET = struct.Struct("=48xQ").unpack_from  # fuse_read_in.offset
 _OP_RELEASE = int(P.Opcode.RELEASE)
+_OP_OPEN = int(P.Opcode.OPEN)
 
 # The stats page shared with the supervisor (its layout: fuse/statspage.py).
 _U32 = struct.Struct("=I")
@@ -197,7 +199,7 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
 
 def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
           router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
-          stateful: frozenset[tuple[int, int]] = frozenset()) -> str:
+          stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None) -> str:
     """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a
     router, READ/RELEASE of another worker's handle go to that worker (fuse/route.py), and requests forwarded
     to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep
@@ -244,7 +246,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
-                    if router is not None and _route(buf, router, salt, slot, stateful, dispatcher.ops):
+                    if router is not None and _route(buf, router, salt, slot, stateful, dispatcher.ops, board):
                         continue
                     fq.push(buf)
             if not fq.held:
@@ -271,6 +273,8 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
             req = fq.pop()
             slot.begin(req, dispatcher.requests, dispatcher.errors)
             out = dispatcher.handle(req)
+            if board is not None:  # before the reply: a reader's next request must find the count it implies
+                board.publish(len(dispatcher.ops.handles.resume))
             if dispatcher.referred:  # a partial read of another worker's handle: its owner keeps the render
                 if router is not None and router.forward(owner_of(req), req):
                     slot.end()
@@ -303,12 +307,13 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
 
 
 def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: frozenset[tuple[int, int]],
-           ops: Operations) -> bool:
+           ops: Operations, board: Board | None = None) -> bool:
     """Forward `buf` to the worker that must answer it; False: answer it here.
 
     Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on
     its handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there),
-    unless it is the EOF read after our own whole render of that handle. A READ at offset 0 renders afresh
+    unless it is the EOF read after our own whole render of that handle or the generation's board says the
+    owner keeps no partly read render at all (then it is end of file, fuse/board.py). A READ at offset 0 renders afresh
     wherever it lands (a partial one is handed to the owner after all: ops.Referred). A RELEASE is answered here
     and the owner told later, in a batch (Router.note_release). A lone reader's open/read/read/close thus
     costs no round trip between workers."""
@@ -320,7 +325,7 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
         return False
     if owner == salt:
         return False
-    if owner == slot.stateful():
+    if stateful and (_OP_OPEN, _OPEN_NODE(buf)[1]) in stateful:  # a stateful view's handle: all of it there
         return router.forward(owner, buf)
     opcode, fh = _OP_FH(buf)
     if opcode == _OP_RELEASE:
@@ -328,6 +333,8 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
         return False
     offset = _READ_OFFSET(buf)[0]
     if offset == 0 or ops.handles.foreign.get(fh) == offset:
+        return False
+    if board is not None and board.kept_by(owner) == 0:
         return False
     return router.forward(owner, buf)
 
@@ -363,8 +370,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: build the Renderer, signal readiness, serve until told to stop."""
+def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None = None) -> int:
+    """Worker entry point: build the Renderer, signal readiness, serve until told to stop. `board_page`: the
+    generation's board page and this worker's slot on it, when forked by the zygote (fuse/board.py)."""
     args = _parse(sys.argv[1:] if argv is None else argv)
     from pylxcfs.fuse.config import DaemonConfig
     from pylxcfs.log import setup_logging
@@ -390,9 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = Dispatcher(ops, debug=cfg.debug)
     slot = StatsSlot(args.stats_fd)
     router = Router(args.dev, ops.handles.salt, MODULE, args.request_timeout) if args.dev else None
+    board: Board | None = None
     if router is not None:
         router.on_drop = ops.release
         ops.refer_foreign_partials = True
+        if board_page is not None:
+            board = Board(board_page[0], board_page[1], ops.handles.salt)
     slot.publish_salt(ops.handles.salt)
     stateful: frozenset[tuple[int, int]] = frozenset()
     if cfg.opts.enable_loadavg:
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(args.ready_fd)
     log.info("serving")
     try:
-        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful)
+        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful, board=board)
     finally:
         renderer.close()
         if router is not None:

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ctl.set_inheritable(False)
     worker_argv = argv[2:]
     from pylxcfs import syscalls
-    from pylxcfs.fuse import worker
+    from pylxcfs.fuse import board, worker
     from pylxcfs.log import setup_logging
 
     syscalls.set_pdeathsig(signal.SIGKILL)
@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     syscalls.malloc_trim()  # the free pages of start-up: given back, not inherited by every worker
     ctl.send(READY)
+    page = board.new_page()  # the generation's board (fuse/board.py), inherited by every worker forked below
+    forks = 0
     while True:
         try:
             msg, fds, _flags, _addr = socket.recv_fds(ctl, 16, 2)
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         mid = _fork_worker(ctl, fds)
         if mid:
             break
+        forks += 1
     # The worker: drop the zygote's socket, look like an exec'd worker, wait to be the supervisor's child.
     ctl.close()
     gc.enable()  # (the parent-death signal is not inherited by a fork)
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     while os.getppid() == mid and time.monotonic() < deadline:
         time.sleep(0.001)
     ready_fd, stats_fd = fds
-    return worker.main([*worker_argv, "--ready-fd", str(ready_fd), "--stats-fd", str(stats_fd)])
+    return worker.main([*worker_argv, "--ready-fd", str(ready_fd), "--stats-fd", str(stats_fd)],
+                       board_page=(page, forks))
 
 
 if __name__ == "__main__":
