@@ -201,9 +201,9 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
           router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
           stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None) -> str:
     """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a
-    router, READ/RELEASE of another worker's handle go to that worker (fuse/route.py), and requests forwarded
-    to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep
-    answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
+    router, what needs another worker's handle state goes to that worker (`_route`, fuse/route.py), and
+    requests forwarded to us are answered here and acknowledged. Told to stop, we take nothing new from the
+    kernel but keep answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
     when a reload retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the
     worker the supervisor names on the stats page.
 
@@ -312,9 +312,8 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
 
     Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on
     its handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there),
-    unless it is the EOF read after our own whole render of that handle or the generation's board says the
-    owner keeps no partly read render at all (then it is end of file, fuse/board.py). A READ at offset 0 renders afresh
-    wherever it lands (a partial one is handed to the owner after all: ops.Referred). A RELEASE is answered here
+    unless the generation's board says the owner keeps no partly read render at all (then it is end of file,
+    fuse/board.py). A READ at offset 0 renders afresh wherever it lands (a partial one is handed to the owner after all: ops.Referred). A RELEASE is answered here
     and the owner told later, in a batch (Router.note_release). A lone reader's open/read/read/close thus
     costs no round trip between workers."""
     owner = owner_of(buf)
@@ -332,8 +331,10 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
         router.note_release(owner, fh)
         return False
     offset = _READ_OFFSET(buf)[0]
-    if offset == 0 or ops.handles.foreign.get(fh) == offset:
+    if offset == 0:
         return False
+    # Not "our own whole render of this handle had that length": the owner may have kept a newer partial render
+    # since, whose continuation could start at that very offset. Only the board's zero is proof.
     if board is not None and board.kept_by(owner) == 0:
         return False
     return router.forward(owner, buf)
