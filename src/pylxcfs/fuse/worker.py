@@ -200,12 +200,12 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
 def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
           router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
           stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None) -> str:
-    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a
-    router, what needs another worker's handle state goes to that worker (`_route`, fuse/route.py), and
-    requests forwarded to us are answered here and acknowledged. Told to stop, we take nothing new from the
-    kernel but keep answering forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file
-    when a reload retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the
-    worker the supervisor names on the stats page.
+    """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a router,
+    what needs another worker's handle state goes to that worker (`_route`, fuse/route.py), and requests forwarded
+    to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep answering
+    forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file when a reload
+    retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the worker the supervisor
+    names on the stats page.
 
     One epoll set watches the device, the stop pipe and the inbox. While requests are held, a zero-timeout
     epoll_wait after each answer is the one system call that tells whether the device or the inbox has more
@@ -246,7 +246,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
-                    if router is not None and _route(buf, router, salt, slot, stateful, dispatcher.ops, board):
+                    if router is not None and _route(buf, router, salt, slot, stateful, board):
                         continue
                     fq.push(buf)
             if not fq.held:
@@ -307,15 +307,15 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
 
 
 def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: frozenset[tuple[int, int]],
-           ops: Operations, board: Board | None = None) -> bool:
+           board: Board | None = None) -> bool:
     """Forward `buf` to the worker that must answer it; False: answer it here.
 
-    Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on
-    its handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there),
-    unless the generation's board says the owner keeps no partly read render at all (then it is end of file,
-    fuse/board.py). A READ at offset 0 renders afresh wherever it lands (a partial one is handed to the owner after all: ops.Referred). A RELEASE is answered here
-    and the owner told later, in a batch (Router.note_release). A lone reader's open/read/read/close thus
-    costs no round trip between workers."""
+    Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on its
+    handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there), unless the
+    generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py). A
+    READ at offset 0 renders afresh wherever it lands (a partial one is handed to the owner after all:
+    ops.Referred). A RELEASE is answered here and the owner told later, in a batch (Router.note_release). A lone
+    reader's open/read/read/close thus costs no round trip between workers."""
     owner = owner_of(buf)
     if not owner:
         if stateful and _OPEN_NODE(buf)[:2] in stateful:
