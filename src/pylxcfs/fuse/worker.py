@@ -312,10 +312,10 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
 
     Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on its
     handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there), unless the
-    generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py). A
-    READ at offset 0 renders afresh wherever it lands (a partial one is handed to the owner after all:
-    ops.Referred). A RELEASE is answered here and the owner told later, in a batch (Router.note_release). A lone
-    reader's open/read/read/close thus costs no round trip between workers."""
+    generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py).
+    A READ at offset 0 goes to the owner as well (per-container view state lives there); if the owner cannot take
+    it, it renders here (a partial one is then kept here: ops.Referred). A RELEASE is answered here and the owner
+    told later, in a batch (Router.note_release)."""
     owner = owner_of(buf)
     if not owner:
         if stateful and _OPEN_NODE(buf)[:2] in stateful:
@@ -332,7 +332,10 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
         return False
     offset = _READ_OFFSET(buf)[0]
     if offset == 0:
-        return False
+        # A new render: at the owner too. Views keep per-container state in the worker (the monotone counters
+        # of /proc/stat, views/stat.py); a kept-open file re-read at 0 by whichever worker read it met two
+        # states, and vmstat's 1 s samples showed no change (t3_realviews/test_rv_rereads.py).
+        return router.forward(owner, buf)
     # Not "our own whole render of this handle had that length": the owner may have kept a newer partial render
     # since, whose continuation could start at that very offset. Only the board's zero is proof.
     if board is not None and board.kept_by(owner) == 0:
