@@ -64,6 +64,11 @@ class RendererLike(Protocol):
     def hidden(self, tree: str, caller_pid: int, names: list[str]) -> frozenset[str]: ...
 
 
+class Referred(Exception):
+    """A pool worker rendered another worker's handle at offset 0 and the reader takes only part of it: the
+    render must be kept where the handle's later reads go (its owner), so the request is handed there."""
+
+
 class FsError(Exception):
     """A refusal with an errno; the front-ends turn it into an error reply."""
 
@@ -242,6 +247,9 @@ class Operations:
         self.tree = Tree(renderer.paths(), trees, {t: renderer.host_tree(t) for t in trees})
         self.handles = handles if handles is not None else HandleTable(salt)
         self._full_warnings = RateLimited(log, 60.0)
+        # Set by a pool worker (fuse/worker.py): a partial offset-0 read of another worker's handle raises Referred
+        # instead of keeping the render here, where its continuation would not come.
+        self.refer_foreign_partials = False
 
     # -- metadata -------------------------------------------------------------------------------
     def attr_of(self, node: Node) -> Attr:
@@ -401,6 +409,8 @@ class Operations:
             raise FsError(errno.EISDIR, node.path)
         data = self.content(node, pid)
         end = offset + size
+        if end < len(data) and self.refer_foreign_partials and fh >> 32 != self.handles.salt:
+            raise Referred(node.path)
         if end >= len(data):
             self.handles.delivered(fh, len(data))  # the reader gets the rest whole: only the length is kept
             return data[offset:] if offset else data

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from pylxcfs.fuse import protocol as P
-from pylxcfs.fuse.ops import FsError, Operations
+from pylxcfs.fuse.ops import FsError, Operations, Referred
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Dispatcher:
         self.errors = 0
         self.destroyed = False
         self.last_opened: int | None = None  # the handle created by the request just answered, if any
+        self.referred = False  # the request just handled was not answered: it belongs to its handle's owner
         self._handlers: dict[int, Callable[[P.InHeader, memoryview], bytes]] = {
             P.Opcode.LOOKUP: self._lookup,
             P.Opcode.GETATTR: self._getattr,
@@ -80,7 +81,8 @@ class Dispatcher:
 
     def handle(self, buf: bytes) -> bytes | None:
         """Answer one request. Never raises: an unexpected exception becomes EIO plus a log line. None: no reply
-        (FORGET and the like)."""
+        (FORGET and the like), or `referred` is set: the request is its handle owner's to answer (ops.Referred)."""
+        self.referred = False
         if not self.debug and len(buf) >= _HDR:
             # Same answers as the general path below, for the requests every reader sends (~2 us less each).
             _length, opcode, unique = _FAST_HEADER(buf)
@@ -89,6 +91,9 @@ class Dispatcher:
                 if read_flags & _READ_LOCKOWNER:  # else a page-cache fill: refused below
                     try:
                         out = self.ops.read(nodeid, fh, offset, size, pid)
+                    except Referred:
+                        self.referred = True
+                        return None
                     except Exception:  # refusals and failures are answered (and logged) by the general path
                         pass
                     else:
@@ -130,6 +135,9 @@ class Dispatcher:
                     raise FsError(errno.EPROTO, "INIT reached a worker")
                 raise FsError(errno.ENOSYS, f"opcode {h.opcode}")
             out = fn(h, body)
+        except Referred:
+            self.referred = True
+            return None
         except FsError as e:
             if self.debug:
                 log.debug("op %d ino %d pid %d -> %s", h.opcode, h.nodeid, h.pid, e)

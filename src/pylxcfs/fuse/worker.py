@@ -275,6 +275,15 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
             out = dispatcher.handle(req)
             if board is not None:  # before the reply: a reader's next request must find the count it implies
                 board.publish(len(dispatcher.ops.handles.resume))
+            if dispatcher.referred:  # a partial read of another worker's handle: its owner keeps the render
+                if router is not None and router.forward(owner_of(req), req):
+                    slot.end()
+                    continue
+                dispatcher.ops.refer_foreign_partials = False  # the owner cannot take it: keep it here
+                try:
+                    out = dispatcher.handle(req)
+                finally:
+                    dispatcher.ops.refer_foreign_partials = True
             if out is not None:
                 try:
                     if not write_reply(fd, out) and dispatcher.last_opened is not None:
@@ -305,7 +314,7 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
     handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there), unless the
     generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py).
     A READ at offset 0 goes to the owner as well (per-container view state lives there); if the owner cannot take
-    it, it renders here (a partial one is then kept here). A RELEASE is answered here and the owner
+    it, it renders here (a partial one is then kept here: ops.Referred). A RELEASE is answered here and the owner
     told later, in a batch (Router.note_release)."""
     owner = owner_of(buf)
     if not owner:
@@ -396,6 +405,7 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
     board: Board | None = None
     if router is not None:
         router.on_drop = ops.release
+        ops.refer_foreign_partials = True
         if board_page is not None:
             board = Board(board_page[0], board_page[1], ops.handles.salt)
     slot.publish_salt(ops.handles.salt)
