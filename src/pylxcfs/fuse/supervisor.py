@@ -60,6 +60,7 @@ READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
 REQUEST_TIMEOUT_S = 2.0  # a request in progress longer than this: its worker is replaced
 STOP_TIMEOUT_S = 5.0
+SIZE_CHECK_S = 1.0  # without --workers, how often the pool size is held against the CPUs we may run on
 RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake once spawns have failed (a crashed worker is replaced within a second)
 MAX_WORKERS = 64
 DEFAULT_MAX_WORKERS = 4  # each worker is a Python process (~7.5 MB PSS, forked); more cores than this rarely help
@@ -193,6 +194,11 @@ class Supervisor:
         self.on_ready = on_ready
         self.notify = notify or (lambda _msg: None)
         self.size = max(1, min(workers or default_workers(), MAX_WORKERS))
+        # Without --workers the pool follows the CPUs we may run on (taskset, a cpuset or systemd's CPUAffinity
+        # changed while we run): more workers than CPUs only take turns on one CPU, each turn a context switch
+        # between two interpreters (measured pinned to one CPU: 2 workers served 2/3 of what 1 serves).
+        self.auto_size = workers is None
+        self._sized_at = 0.0
         self.request_timeout_s = request_timeout_s
         self._adopting = adopted
         self.fd = -1
@@ -466,6 +472,25 @@ class Supervisor:
                     self.gen = max(x.gen for x in older)
                     self._drop_old_zygotes()
 
+    def _follow_cpus(self) -> None:
+        """Without --workers: resize the pool to the CPUs we may run on (checked every SIZE_CHECK_S). A shrink
+        retires the youngest workers (never the stateful one: its loadavg history is the containers')."""
+        now = time.monotonic()
+        if not self.auto_size or now - self._sized_at < SIZE_CHECK_S:
+            return
+        self._sized_at = now
+        n = default_workers()
+        if n == self.size:
+            return
+        log.info("pool size %d -> %d (CPUs we may run on: %d)", self.size, n, len(os.sched_getaffinity(0)))
+        self.size = n
+        current = sorted((w for w in self._serving() if w.gen == self.gen and w.pid != self.stateful_pid),
+                         key=lambda w: w.started, reverse=True)
+        st = self.workers.get(self.stateful_pid)
+        extra = len(current) + (1 if st is not None and st.retiring_since is None and st.gen == self.gen else 0) - n
+        for w in current[:max(0, extra)]:
+            self._retire(w)
+
     def _ensure_workers(self) -> None:
         missing = self.size - sum(1 for w in self._serving() if w.gen == self.gen) - self._pending()
         if missing <= 0:
@@ -572,6 +597,7 @@ class Supervisor:
                 if signal.SIGHUP in sigs:
                     self.reload()
                 self._check_deadlines()
+                self._follow_cpus()
                 self._ensure_workers()
                 self._finish_generation()
                 self._name_stateful()

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the rest stay for the other workers)
 NS_CACHE_MAX = 8192
+IDLE_LOOK_MS = 250  # an idle worker looks at the device this often even without a wake-up (serve's docstring)
 RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for its open handles this long
 
 # fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
@@ -71,6 +72,9 @@ _U32 = struct.Struct("=I")
 # whose loadavg was read IN THAT WORKER. Their OPEN goes to one worker of the pool, so a container's history
 # is one history; their reads then follow the handle to it.
 STATEFUL_VIEWS = ("proc/loadavg",)
+# Views whose every render advances per-container state kept in the worker (the monotone counters of /proc/stat):
+# a READ at offset 0 of another worker's handle goes to that worker, so that one open file sees one state.
+OWNER_READ_VIEWS = ("proc/stat",)
 _BEGIN = STATS.pack_into
 _IDLE = struct.Struct("=Q").pack_into
 
@@ -199,7 +203,8 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
 
 def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
           router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
-          stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None) -> str:
+          stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None,
+          owner_reads: frozenset[int] = frozenset()) -> str:
     """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a router,
     what needs another worker's handle state goes to that worker (`_route`, fuse/route.py), and requests forwarded
     to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep answering
@@ -210,12 +215,16 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
     One epoll set watches the device, the stop pipe and the inbox. While requests are held, a zero-timeout
     epoll_wait after each answer is the one system call that tells whether the device or the inbox has more
     (reading both until EAGAIN cost two failed system calls and two exceptions per request). The device is
-    not registered EPOLLEXCLUSIVE, although that would wake one idle worker per request instead of all: the
-    kernel then hands each wake-up to one worker only, and a worker that takes it but does not read (told to
-    retire in that instant, stopped, or holding HOLD_MAX requests) leaves the request unseen by the others
-    until the next one arrives (measured: reads stalled for over 10 s across a reload)."""
+    registered EPOLLEXCLUSIVE: each request wakes one idle worker, not the whole pool (on one CPU, every
+    request woke both workers of a pool of two and one of them found nothing: that halved the pinned rate). A
+    worker that takes a wake-up must then read, or the request waits unseen by the others: a worker told to
+    stop first leaves the device's wait queue and then reads once more what is pending (the wake-up it may
+    have taken in that instant); one holding requests never sleeps in epoll_wait, so it is never chosen; a
+    SIGSTOPped one has left epoll_wait (the signal interrupts it). As a last guard an idle worker looks at the
+    device every IDLE_LOOK_MS even without a wake-up."""
     ep = select.epoll()
-    ep.register(fd, select.EPOLLIN)
+    ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    on_device = True  # still on the device's wait queue (left when told to stop)
     ep.register(stop.rfd, select.EPOLLIN)
     inbox = -1
     if router is not None:
@@ -227,6 +236,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
     slot = slot or StatsSlot()
     stopped_at = 0.0
     dev_ready = inbox_ready = True  # look at both once before the first wait
+    burst = True  # read everything pending (up to HOLD_MAX), not just one request: requests are queuing
     try:
         while True:
             if router is not None and not router.closed:
@@ -241,26 +251,36 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                         for mine in late:
                             fq.push(mine)
                     router.retry_acks()
-            if dev_ready and not stop.requested:
+            last_look = False
+            if stop.requested and on_device:
+                ep.unregister(fd)
+                on_device = False
+                last_look = True
+            if dev_ready and (not stop.requested or last_look):
                 while fq.held < HOLD_MAX:
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
-                    if router is not None and _route(buf, router, salt, slot, stateful, board):
+                    if router is not None and _route(buf, router, salt, slot, stateful, board, owner_reads):
                         continue
                     fq.push(buf)
+                    if not (burst or last_look):  # woken from idle: answer it; a queue shows in the next look
+                        break
             if not fq.held:
                 if router is not None:
                     router.flush_drops()
                 if not stop.requested:
-                    dev_ready, inbox_ready = _wait(ep, fd, inbox, router.next_timeout_ms() if router else -1)
+                    t = router.next_timeout_ms() if router else -1
+                    dev_ready, inbox_ready = _wait(ep, fd, inbox, IDLE_LOOK_MS if t < 0 else min(t, IDLE_LOOK_MS))
+                    burst = False
+                    if not (dev_ready or inbox_ready):  # the idle look: a lost wake-up heals here (see above)
+                        dev_ready = True
                     continue
                 if router is None or router.closed:
                     return "stopped"
                 now = time.monotonic()
-                if not stopped_at:  # retiring: from now on only the inbox wakes us (the rest stay readable)
+                if not stopped_at:  # retiring: from now on only the inbox wakes us (the stop pipe stays readable)
                     stopped_at = now
-                    ep.unregister(fd)
                     ep.unregister(stop.rfd)
                 if not router.pending() and (not dispatcher.ops.open_handles() or now - stopped_at >= grace_s):
                     for fwd in router.shut():  # forwarded before the shutdown: ours to answer
@@ -298,8 +318,12 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                 router.answered(req)
             if dispatcher.destroyed:
                 return "destroyed"
-            # Held requests wait: only look (timeout 0) for newer ones, so they queue behind their namespace.
-            dev_ready, inbox_ready = _wait(ep, fd, inbox, 0)
+            if fq.held:
+                # Held requests wait: only look (timeout 0) for newer ones, so they queue behind their namespace.
+                dev_ready, inbox_ready = _wait(ep, fd, inbox, 0)
+                burst = dev_ready
+            else:  # nothing held: the idle wait is the look (it returns at once when more is pending)
+                dev_ready = inbox_ready = False
     except _Gone:
         return "unmounted"
     finally:
@@ -307,15 +331,17 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
 
 
 def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: frozenset[tuple[int, int]],
-           board: Board | None = None) -> bool:
+           board: Board | None = None, owner_reads: frozenset[int] = frozenset()) -> bool:
     """Forward `buf` to the worker that must answer it; False: answer it here.
 
     Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on its
     handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there), unless the
     generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py).
-    A READ at offset 0 goes to the owner as well (per-container view state lives there); if the owner cannot take
-    it, it renders here (a partial one is then kept here: ops.Referred). A RELEASE is answered here and the owner
-    told later, in a batch (Router.note_release)."""
+    A READ at offset 0 renders afresh wherever it lands, except on the inodes in `owner_reads` (views whose
+    per-container state lives in the worker): those go to the owner, and if it cannot take them they render here.
+    A partial render of another worker's handle is handed to its owner after all (ops.Referred). A RELEASE is
+    answered here and the owner told later, in a batch (Router.note_release). A lone reader's open/read/close of a
+    stateless view thus costs no round trip between workers."""
     owner = owner_of(buf)
     if not owner:
         if stateful and _OPEN_NODE(buf)[:2] in stateful:
@@ -332,10 +358,11 @@ def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: fro
         return False
     offset = _READ_OFFSET(buf)[0]
     if offset == 0:
-        # A new render: at the owner too. Views keep per-container state in the worker (the monotone counters
-        # of /proc/stat, views/stat.py); a kept-open file re-read at 0 by whichever worker read it met two
-        # states, and vmstat's 1 s samples showed no change (t3_realviews/test_rv_rereads.py).
-        return router.forward(owner, buf)
+        # A new render: here, unless the view keeps per-container state in the worker (the monotone counters of
+        # /proc/stat, views/stat.py: a kept-open file re-read at 0 by whichever worker read it met two states,
+        # and vmstat's 1 s samples showed no change, t3_realviews/test_rv_rereads.py). A partial render of
+        # another worker's handle is handed to its owner after all (ops.Referred).
+        return _OPEN_NODE(buf)[1] in owner_reads and router.forward(owner, buf)
     # Not "our own whole render of this handle had that length": the owner may have kept a newer partial render
     # since, whose continuation could start at that very offset. Only the board's zero is proof.
     if board is not None and board.kept_by(owner) == 0:
@@ -413,13 +440,14 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
     if cfg.opts.enable_loadavg:
         stateful = frozenset((int(P.Opcode.OPEN), ops.tree.by_path[v].ino) for v in STATEFUL_VIEWS
                              if v in ops.tree.by_path)
+    owner_reads = frozenset(ops.tree.by_path[v].ino for v in OWNER_READ_VIEWS if v in ops.tree.by_path)
     renderer.start()
     if args.ready_fd >= 0:
         os.write(args.ready_fd, b"R")
         os.close(args.ready_fd)
     log.info("serving")
     try:
-        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful, board=board)
+        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful, board=board, owner_reads=owner_reads)
     finally:
         renderer.close()
         if router is not None:
