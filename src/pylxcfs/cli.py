@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, metavar="N", default=None,
                     help="raw back-end: worker processes serving the mount (default: one per CPU, at most 4; "
                     "1-64)")
+    ap.add_argument("--zygote-linger", type=float, metavar="S", default=5.0,
+                    help="raw: how long the pre-imported process that forks the workers stays once they all serve "
+                         "(default 5; a later spawn starts a new one)")
     ap.add_argument("--request-timeout", type=float, metavar="S", default=2.0,
                     help="raw back-end: a worker in one request longer than S seconds is replaced and the "
                     "request resent to another (default 2)")
@@ -220,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise QuietError(f"--workers {args.workers}: must be 1..64", 2)
+    if not args.zygote_linger >= 0:
+        raise QuietError(f"--zygote-linger {args.zygote_linger}: must be >= 0", 2)
     if not args.request_timeout > 0:
         raise QuietError(f"--request-timeout {args.request_timeout}: must be > 0", 2)
     status_dir = statusdir.status_dir_for(args.pidfile)
@@ -273,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
                             "0.5 s entry/attr timeouts", args.options)
 
             code = Supervisor(mnt, cfg, on_ready=on_ready, notify=sd_notify, workers=args.workers,
-                              request_timeout_s=args.request_timeout, adopted=adopted).run()
+                              request_timeout_s=args.request_timeout, adopted=adopted,
+                              zygote_linger_s=args.zygote_linger).run()
     except BaseException as e:
         report(e.exit_code if isinstance(e, QuietError) else 1, str(e))
         raise

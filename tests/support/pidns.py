@@ -13,9 +13,11 @@ lxcfs resolves a reader to "PID 1 of the reader's pid namespace" and uses THAT p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -166,3 +168,19 @@ def read_files(
     )
     data = json.loads(proc.stdout)
     return Reading(int(data["pid"]), tuple((str(p), str(t)) for p, t in data["reads"]))
+
+
+def kill_namespace(unshare: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGKILL the init of the pid namespace an `unshare --pid --fork` started (the kernel then kills every process
+    of the namespace), then unshare itself, and reap it. SIGKILL of unshare alone relies on --kill-child's
+    parent-death signal; the init is killed directly so that a flood never outlives its test."""
+    inits: list[int] = []
+    if unshare.poll() is None:
+        with contextlib.suppress(OSError), open(f"/proc/{unshare.pid}/task/{unshare.pid}/children") as f:
+            inits = [int(x) for x in f.read().split()]
+    for pid in inits:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        unshare.kill()
+    unshare.wait(timeout)

@@ -70,7 +70,9 @@ def shared_heap_pages(a: int, b: int) -> int:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, "--workers", "2", "--host-root", str(make_fixture_root(tmp_path)))
+    # The zygote stays (it is let go 5 s after its generation serves in full by default: the last test here).
+    d = start_daemon(tmp_path, "--workers", "2", "--zygote-linger", "3600", "--host-root",
+                     str(make_fixture_root(tmp_path)))
     try:
         yield d
     finally:
@@ -125,7 +127,7 @@ def test_sighup_starts_a_new_zygote_from_the_code_on_disk(tmp_path: Path) -> Non
     env = dict(os.environ, PYTHONPATH=str(pkg), PYTHONDONTWRITEBYTECODE="1")
     with open(log, "ab") as lf:
         proc = subprocess.Popen([sys.executable, "-c", MAIN, "-f", "--pidfile", str(pidfile), "--workers", "2",
-                                 "--host-root", str(make_fixture_root(tmp_path)), str(mnt)],
+                                 "--zygote-linger", "3600", "--host-root", str(make_fixture_root(tmp_path)), str(mnt)],
                                 stdout=lf, stderr=lf, stdin=subprocess.DEVNULL, env=env)
     d = Daemon(proc, mnt, pidfile, log)
     try:
@@ -148,5 +150,31 @@ def test_sighup_starts_a_new_zygote_from_the_code_on_disk(tmp_path: Path) -> Non
             assert shared_heap_pages(w, z1) >= SHARED_MIN_PAGES
         assert d.log_text().count("serving (code marker 9-5)") >= 2  # both new workers run the code on disk
         assert (mnt / "proc/meminfo").read_text()
+    finally:
+        d.stop()
+
+
+def test_zygote_is_let_go_once_the_pool_serves_and_a_crash_starts_a_new_one(tmp_path: Path) -> None:
+    """Default behaviour: the zygote ends once every worker serves (its pages, copied by the workers under load,
+    would stay its own); a worker that dies later is replaced by a fork of a NEW zygote, and reads go on."""
+    d = start_daemon(tmp_path, "--workers", "2", "--zygote-linger", "0.5", "--host-root",
+                     str(make_fixture_root(tmp_path)))
+    try:
+        wait_for(lambda: len(d.workers()) == 2, 30, "two workers")
+        wait_for(lambda: not zygotes(d) and "let go: generation 0 serves in full" in d.log_text(), 30,
+                 "the zygote let go")
+        before = (d.mnt / "proc/meminfo").read_text()
+        old = d.workers()
+        os.kill(old[0], signal.SIGKILL)
+        seen: list[int] = []
+
+        def replaced() -> bool:
+            seen[:] = d.workers()
+            return len(seen) == 2 and old[0] not in seen
+        wait_for(replaced, 30, "a replacement worker")
+        assert d.log_text().count("started zygote") == 2
+        for _ in range(20):
+            assert (d.mnt / "proc/meminfo").read_text() == before
+        wait_for(lambda: not zygotes(d), 30, "the second zygote let go too")
     finally:
         d.stop()

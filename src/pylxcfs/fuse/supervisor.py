@@ -60,6 +60,10 @@ READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
 REQUEST_TIMEOUT_S = 2.0  # a request in progress longer than this: its worker is replaced
 STOP_TIMEOUT_S = 5.0
+# Once a generation serves in full its zygote is let go after this long: under load the workers write to most of
+# the pages they share with it (reference counts), so it ends up holding ~9 MB of its own that no worker uses.
+# A later spawn (a crash, a larger pool) starts a new one (~0.25 s more than a fork).
+ZYGOTE_LINGER_S = 5.0
 SIZE_CHECK_S = 1.0  # without --workers, how often the pool size is held against the CPUs we may run on
 RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake once spawns have failed (a crashed worker is replaced within a second)
 MAX_WORKERS = 64
@@ -188,7 +192,8 @@ class Supervisor:
 
     def __init__(self, mnt: str, cfg: DaemonConfig, on_ready: Callable[[], None] | None = None,
                  notify: Callable[[str], object] | None = None, workers: int | None = None,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S, adopted: Adopted | None = None) -> None:
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, adopted: Adopted | None = None,
+                 zygote_linger_s: float = ZYGOTE_LINGER_S) -> None:
         self.mnt = mnt
         self.cfg = cfg
         self.on_ready = on_ready
@@ -198,6 +203,8 @@ class Supervisor:
         # changed while we run): more workers than CPUs only take turns on one CPU, each turn a context switch
         # between two interpreters (measured pinned to one CPU: 2 workers served 2/3 of what 1 serves).
         self.auto_size = workers is None
+        self.zygote_linger_s = zygote_linger_s
+        self._full_since = 0.0  # when the current generation last became complete (its zygote is let go later)
         self._sized_at = 0.0
         self.request_timeout_s = request_timeout_s
         self._adopting = adopted
@@ -472,6 +479,23 @@ class Supervisor:
                     self.gen = max(x.gen for x in older)
                     self._drop_old_zygotes()
 
+    def _let_zygote_go(self) -> None:
+        """The current generation's zygote ends zygote_linger_s after the generation serves in full."""
+        z = self.zygotes.get(self.gen)
+        full = z is not None and not z.gone and not z.pending and (
+            sum(1 for w in self._serving() if w.gen == self.gen and w.ready) >= self.size)
+        if not full:
+            self._full_since = 0.0
+            return
+        now = time.monotonic()
+        if not self._full_since:
+            self._full_since = now
+        elif now - self._full_since >= self.zygote_linger_s and z is not None:
+            log.info("zygote %d let go: generation %d serves in full (a later spawn starts a new one)", z.pid,
+                     z.gen)
+            self._drop_zygote(z)
+            self._full_since = 0.0
+
     def _follow_cpus(self) -> None:
         """Without --workers: resize the pool to the CPUs we may run on (checked every SIZE_CHECK_S). A shrink
         retires the youngest workers (never the stateful one: its loadavg history is the containers')."""
@@ -600,6 +624,7 @@ class Supervisor:
                 self._follow_cpus()
                 self._ensure_workers()
                 self._finish_generation()
+                self._let_zygote_go()
                 self._name_stateful()
                 if self.status_pub is not None:
                     self.status_pub.tick(self)

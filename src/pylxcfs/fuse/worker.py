@@ -49,6 +49,7 @@ from pylxcfs.fuse.ops import Operations
 from pylxcfs.fuse.route import DEFAULT_DEADLINE_S, Router, owner_of
 from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
 from pylxcfs.fuse.wire import Dispatcher
+from pylxcfs.syscalls import malloc_trim
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the r
 NS_CACHE_MAX = 8192
 IDLE_LOOK_MS = 250  # an idle worker looks at the device this often even without a wake-up (serve's docstring)
 RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for its open handles this long
+TRIM_AFTER_REQUESTS = 2000  # an idle worker that served this many requests since it last trimmed its heap trims it
 
 # fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
 _HEAD = struct.Struct("=IIQQIII").unpack_from
@@ -236,6 +238,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
     slot = slot or StatsSlot()
     stopped_at = 0.0
     dev_ready = inbox_ready = True  # look at both once before the first wait
+    trimmed_at = 0  # dispatcher.requests at the last malloc_trim
     burst = True  # read everything pending (up to HOLD_MAX), not just one request: requests are queuing
     try:
         while True:
@@ -275,6 +278,11 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     burst = False
                     if not (dev_ready or inbox_ready):  # the idle look: a lost wake-up heals here (see above)
                         dev_ready = True
+                        if dispatcher.requests - trimmed_at >= TRIM_AFTER_REQUESTS:
+                            # Idle after a burst: the renders' freed buffers go back to the kernel (glibc keeps
+                            # them otherwise; measured: 1.5 MB PSS per worker after a benchmark).
+                            trimmed_at = dispatcher.requests
+                            malloc_trim()
                     continue
                 if router is None or router.closed:
                     return "stopped"
