@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="raw back-end: worker processes serving the mount (default: one per CPU, at most 4; "
                     "1-64)")
     ap.add_argument("--zygote-linger", type=float, metavar="S", default=5.0,
-                    help="raw: how long the pre-imported process that forks the workers stays once they all serve "
-                         "(default 5; a later spawn starts a new one)")
+                    help="raw: how long the pre-imported process that forks the workers stays once a pool of 2 or "
+                         "more serves in full (default 5; a later spawn starts a new one; a lone worker's stays)")
     ap.add_argument("--request-timeout", type=float, metavar="S", default=2.0,
                     help="raw back-end: a worker in one request longer than S seconds is replaced and the "
                     "request resent to another (default 2)")

@@ -60,9 +60,9 @@ READY_TIMEOUT_S = 30.0  # a worker that is not serving by then is killed
 RETIRE_TIMEOUT_S = 30.0  # a retiring worker stuck longer than this in one request is killed
 REQUEST_TIMEOUT_S = 2.0  # a request in progress longer than this: its worker is replaced
 STOP_TIMEOUT_S = 5.0
-# Once a generation serves in full its zygote is let go after this long: under load the workers write to most of
-# the pages they share with it (reference counts), so it ends up holding ~9 MB of its own that no worker uses.
-# A later spawn (a crash, a larger pool) starts a new one (~0.25 s more than a fork).
+# Once a generation of two or more workers serves in full its zygote is let go after this long: under load the
+# workers write to most of the pages they share with it (reference counts), so it ends up holding ~9 MB of its own
+# that no worker uses. A later spawn (a crash, a larger pool) starts a new one (~0.3 s more than a fork).
 ZYGOTE_LINGER_S = 5.0
 SIZE_CHECK_S = 1.0  # without --workers, how often the pool size is held against the CPUs we may run on
 RESPAWN_MIN_INTERVAL_S = 0.2  # crash-loop brake once spawns have failed (a crashed worker is replaced within a second)
@@ -480,9 +480,11 @@ class Supervisor:
                     self._drop_old_zygotes()
 
     def _let_zygote_go(self) -> None:
-        """The current generation's zygote ends zygote_linger_s after the generation serves in full."""
+        """The current generation's zygote ends zygote_linger_s after the generation serves in full, when the pool
+        has two workers or more: the others serve while a replacement waits for a fresh zygote (~0.3 s, ~1.5 s
+        under `stress-ng --cpu 2`). A lone worker's zygote stays: nobody would serve until its replacement does."""
         z = self.zygotes.get(self.gen)
-        full = z is not None and not z.gone and not z.pending and (
+        full = self.size >= 2 and z is not None and not z.gone and not z.pending and (
             sum(1 for w in self._serving() if w.gen == self.gen and w.ready) >= self.size)
         if not full:
             self._full_since = 0.0

@@ -23,12 +23,16 @@ Formula (all values in USER_HZ ticks, columns user nice system idle iowait irq s
   No cpuacct cgroup at all: the host rows of V[:m].
   cpu (aggregate) = the column-wise sum of the shown rows, so sum(rows) == total always.
 
-Monotone counters (the state in env.states["stat"], one node per (cpuacct, cpuset) cgroup pair): the shown
-value of each row and column only ever grows by max(0, new_raw - previous_raw), so a usage split that shifts
-between reads (v1 fallback ratio, cgroup recreated under the same path) never makes top compute negative
-deltas. When the set of CPUs changes, the node is rebased (no jump); rows that disappear are folded into the
-last remaining row (lxcfs's "the last row absorbs the remaining CPUs"), so neither a row nor the aggregate
-ever goes down.
+Monotone counters (the state in env.states["stat"], one node per (cpuacct, cpuset) cgroup pair): each shown
+value is shown = max(previous shown, raw + offset), so it never goes down and top never computes a negative
+delta. A small dip of a raw value (up to RESET_TICKS: the idle formula mixes the host's tick-sampled times with
+the cgroup's exact ones, and a v1 fallback ratio shifts user against system) is held, not lost: once the raw
+value is back above it, shown == raw + offset again, so the idle time of a container does not drift away from
+the formula read after read, and two pool workers that keep a node each for one container show the same
+numbers (they differ at most by a dip one of them saw). A larger drop is a reset (the cgroup recreated under
+the same path): the offset takes it up, and the counter goes on growing from what was shown. When the set of
+CPUs changes, the node is rebased (no jump); rows that disappear are folded into the last remaining row
+(lxcfs's "the last row absorbs the remaining CPUs"), so neither a row nor the aggregate ever goes down.
 Nodes unused for 10 minutes are pruned (checked at most once a minute).
 
 Differences from lxcfs --enable-cfs (virtual-files.md §6.6 view mode): counters start at the formula's
@@ -63,6 +67,7 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 _NS_PER_S = 1_000_000_000
 PRUNE_AFTER_S = 600.0
 PRUNE_EVERY_S = 60.0
+RESET_TICKS = 2 * USER_HZ  # a raw value that drops by more than this (2 s) was reset; smaller dips are held
 _ZERO_TAIL = (0,) * (NCOLS - 4)
 
 
@@ -108,12 +113,14 @@ def raw_rows(host: ProcStat, shown: Sequence[int], visible: Sequence[int], usage
 
 @dataclass(slots=True)
 class StatNode:
-    """Counter state of one container cgroup: what was last computed (`base`) and what was shown (`out`)."""
+    """Counter state of one container cgroup: what was last computed (`base`), what was shown (`out`) and what is
+    added to the raw values (`off`: the resets and rebases taken up so far)."""
 
     config: tuple[int, ...]  # the physical CPUs behind the rows; a change rebases
     base: list[CpuTimes]
     out: list[list[int]]
     seen: float  # monotonic seconds of the last read
+    off: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -134,19 +141,23 @@ class StatState:
 
 
 def advance(node: StatNode | None, config: tuple[int, ...], raw: Sequence[CpuTimes], now: float) -> StatNode:
-    """Fold one read into the node (or start one): counters grow by clamped deltas. Pure except `node`."""
+    """Fold one read into the node (or start one): shown = max(shown, raw + offset), a reset moves the offset.
+    Pure except `node`."""
     if node is None:
-        return StatNode(config, list(raw), [list(r) for r in raw], now)
-    out = node.out
-    if node.config == config and len(node.base) == len(raw):
-        for o, b, r in zip(out, node.base, raw, strict=True):
+        return StatNode(config, list(raw), [list(r) for r in raw], now, [[0] * NCOLS for _ in raw])
+    out, off = node.out, node.off
+    if node.config == config and len(node.base) == len(raw) == len(off):
+        for o, f, b, r in zip(out, off, node.base, raw, strict=True):
             for c in range(NCOLS):
-                d = r[c] - b[c]
-                if d > 0:
-                    o[c] += d
+                v = r[c]
+                if b[c] - v > RESET_TICKS:  # reset: go on from what was shown
+                    f[c] = o[c] - v
+                v += f[c]
+                if v > o[c]:
+                    o[c] = v
     else:
         # Rebase: keep what was shown. Rows that vanish fold into the last remaining row; new rows start
-        # from their raw values (the aggregate can only grow).
+        # from their raw values (the aggregate can only grow). Every row then grows with its new raw values.
         n = len(raw)
         if n < len(out):
             last = out[n - 1]
@@ -156,6 +167,7 @@ def advance(node: StatNode | None, config: tuple[int, ...], raw: Sequence[CpuTim
             del out[n:]
         for r in raw[len(out):]:
             out.append(list(r))
+        node.off = [[o[c] - r[c] for c in range(NCOLS)] for o, r in zip(out, raw, strict=True)]
         node.config = config
     node.base = list(raw)
     node.seen = now
