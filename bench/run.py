@@ -277,6 +277,16 @@ def _supports(flag: str) -> bool:
     return flag in res.stdout
 
 
+SETTLE_S = 3.0
+
+
+def settle() -> None:
+    """After a change of the daemons' CPU affinity: pylxcfs without --workers resizes its pool to the CPUs it may
+    run on (checked every second; a retiring worker has a 1 s grace, a new one needs a fresh zygote), so both
+    daemons get this long before a phase is timed."""
+    time.sleep(SETTLE_S)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=4)
@@ -363,6 +373,7 @@ def main() -> int:
         served["pinned"] = bytes_served(daemons, dirs)
         print("pinned regime (daemons and reader on CPU 0, 1 reader)", file=sys.stderr)
         report["pinned"] = {d.name: pin(d, one) for d in daemons}
+        settle()
         regimes["pinned, 1 reader"] = summarize(phase(
             daemons, args.rounds, lambda d, f: run_reader(reader, dirs, d.mnt / f, args.opens, 1, "0"), "pinned"))
         print(fmt_ratios(regimes), file=sys.stderr)
@@ -371,6 +382,7 @@ def main() -> int:
             if bad:
                 raise SystemExit(f"{d.name}: threads escaped the pinning during the phase: {bad}")
             pin(d, allcpus)
+        settle()
 
         # Unpinned: the containers' cpusets are every CPU (cpuinfo, stat and online then show all CPUs, on both
         # daemons alike), so readers and daemons share the whole machine.
@@ -400,6 +412,7 @@ def main() -> int:
                 row: dict[str, object] = {"namespaces": n, **info}
                 for d in daemons:
                     pin(d, one)
+                settle()
                 rates: dict[str, list[float]] = {d.name: [] for d in daemons}
                 for _ in range(3):
                     for d in random.sample(daemons, len(daemons)):
@@ -407,6 +420,7 @@ def main() -> int:
                 for d in daemons:
                     row[f"{d.name}_us_per_read"] = round(1e6 / statistics.median(rates[d.name]), 1)
                     pin(d, allcpus)
+                settle()
                 before = {d.name: cpu_seconds(d) for d in daemons}
                 t0 = time.monotonic()
                 time.sleep(args.idle_seconds)

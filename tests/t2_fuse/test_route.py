@@ -164,3 +164,35 @@ def test_release_notices_reach_the_owner_batched_and_only_drop_its_own_handles(p
 
 def test_module_constants() -> None:
     assert route.OP_READ == P.Opcode.READ and route.OP_RELEASE == P.Opcode.RELEASE
+
+
+def test_worker_routes_only_what_needs_the_owner(pair: tuple[Router, Router]) -> None:
+    """fuse/worker.py `_route` with real routers: a READ at offset 0 of the other worker's handle is answered where
+    it lands, except on an inode whose view keeps per-container state in the worker (/proc/stat), which goes to
+    the owner; a RELEASE is answered here (the owner told in a batch); a continuation (offset > 0) goes to the
+    owner unless the board says it keeps no partial render."""
+    from pylxcfs.fuse.worker import StatsSlot, _route
+
+    a, b = pair
+    slot = StatsSlot()
+    stat_ino, meminfo_ino = 7, 2  # _read_req's nodeid is 2
+    fh = (b.salt << 32) | 1  # b's handle, read through a
+
+    def read(nodeid: int, offset: int, unique: int) -> bytes:
+        r = bytearray(_read_req(fh, offset, unique))
+        struct.pack_into("=Q", r, 16, nodeid)
+        return bytes(r)
+
+    assert _route(read(meminfo_ino, 0, 11), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False
+    assert b.receive() == []
+    assert _route(read(stat_ino, 0, 12), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is True
+    _wait(lambda: [unique_of(x) for x in b.receive()] == [12])
+    release = struct.pack("=IIQQIIIHH", 40 + P.RELEASE_IN.size, P.Opcode.RELEASE, 13, meminfo_ino, 0, 0, 4242, 0,
+                          0) + P.RELEASE_IN.pack(fh, 0, 0, 0)
+    assert _route(release, a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False
+    assert _route(read(meminfo_ino, 100, 14), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is True
+    _wait(lambda: [unique_of(x) for x in b.receive()] == [14])
+    # our own handle: never routed
+    own = bytearray(read(stat_ino, 0, 15))
+    struct.pack_into("=Q", own, 40, (a.salt << 32) | 1)
+    assert _route(bytes(own), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False

@@ -24,6 +24,7 @@ from support.fusedaemon import (
     Daemon,
     ReaderLoop,
     alive,
+    children,
     make_fixture_root,
     record_result,
     start_daemon,
@@ -49,6 +50,37 @@ def test_pool_starts_the_requested_workers(tmp_path: Path) -> None:
         assert (d.mnt / "proc/meminfo").read_text() == MEMINFO
     finally:
         d.stop()
+
+
+def _pin_all(d: Daemon, cpus: set[int]) -> None:
+    """Every thread of every process of the daemon (as `taskset -a -p` would), the supervisor's included."""
+    pids = [d.pid, *children(d.pid)]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+
+
+def test_default_pool_follows_the_cpus_it_may_run_on(tmp_path: Path) -> None:
+    """Without --workers the pool is one worker per CPU we may run on: confined to one CPU while it runs, the
+    daemon retires workers down to one; given the CPUs back, it grows again. A reader loop sees no error."""
+    n = min(len(os.sched_getaffinity(0)), 4)
+    assert n >= 2, "this test needs a machine with 2 CPUs or more"
+    d = start_daemon(tmp_path, "--host-root", str(make_fixture_root(tmp_path)))
+    reader = ReaderLoop(d.mnt / "proc/meminfo", tmp_path / "r.jsonl", interval=0.02)
+    try:
+        wait_for(lambda: len(d.workers()) == n, 30, f"{n} workers")
+        _pin_all(d, {0})
+        wait_for(lambda: len(d.workers()) == 1, 30, "one worker once confined to one CPU")
+        assert f"pool size {n} -> 1" in d.log_text()
+        _pin_all(d, set(range(n)))
+        wait_for(lambda: len(d.workers()) == n, 30, f"{n} workers again")
+        wait_for(lambda: reader.count() >= 50, 30, "reads")
+    finally:
+        res = reader.stop()
+        d.stop()
+    assert res.errors == [] and all(r["data"] == MEMINFO for r in res.records)
 
 
 def test_reads_in_pieces_stay_one_render_across_workers(tmp_path: Path) -> None:
