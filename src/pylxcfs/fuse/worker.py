@@ -57,6 +57,7 @@ HOLD_MAX = 32  # requests one worker takes off the kernel queue at a time (the r
 NS_CACHE_MAX = 8192
 IDLE_LOOK_MS = 250  # an idle worker looks at the device this often even without a wake-up (serve's docstring)
 RETIRE_GRACE_S = 1.0  # a retiring worker still answers forwarded requests for its open handles this long
+QUEUED_WAIT_NS = 20_000  # an idle wait shorter than this did not sleep: requests were already queued
 TRIM_AFTER_REQUESTS = 2000  # an idle worker that served this many requests since it last trimmed its heap trims it
 
 # fuse_in_header: len opcode unique nodeid uid gid pid (include/uapi/linux/fuse.h)
@@ -267,15 +268,18 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     if router is not None and _route(buf, router, salt, slot, stateful, board, owner_reads):
                         continue
                     fq.push(buf)
-                    if not (burst or last_look):  # woken from idle: answer it; a queue shows in the next look
+                    if not (burst or last_look):  # a new request woke us: answer it; a queue shows in the next look
                         break
             if not fq.held:
                 if router is not None:
                     router.flush_drops()
                 if not stop.requested:
                     t = router.next_timeout_ms() if router else -1
+                    t0 = time.monotonic_ns()
                     dev_ready, inbox_ready = _wait(ep, fd, inbox, IDLE_LOOK_MS if t < 0 else min(t, IDLE_LOOK_MS))
-                    burst = False
+                    # A wait that returned at once found a queue (a flood): take all of it, for the fair order.
+                    # One that slept was woken by a new request: answer it first, a queue shows after.
+                    burst = time.monotonic_ns() - t0 < QUEUED_WAIT_NS
                     if not (dev_ready or inbox_ready):  # the idle look: a lost wake-up heals here (see above)
                         dev_ready = True
                         if dispatcher.requests - trimmed_at >= TRIM_AFTER_REQUESTS:
