@@ -20,3 +20,8 @@ STATS_SIZE = 4096
 # "stateful" worker (written by the supervisor): the one that opens every file whose render depends on state
 # kept between reads (fuse/worker.py, STATEFUL_VIEWS).
 SALT_AT, STATEFUL_AT = 64, 128
+# And the worker's progress: requests it took into its fair queue (from the device or forwarded to it) and requests
+# it finished, both counted since it started. taken > finished with `finished` not moving for the request timeout,
+# while no request is in progress, is a worker that holds requests and answers none (the supervisor replaces it).
+PROGRESS_AT = 192
+PROGRESS = struct.Struct("=QQ")

@@ -49,7 +49,15 @@ from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.adopt import Adopted
 from pylxcfs.fuse.config import DaemonConfig
-from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
+from pylxcfs.fuse.statspage import (
+    EXIT_CONNECTION_GONE,
+    PROGRESS,
+    PROGRESS_AT,
+    SALT_AT,
+    STATEFUL_AT,
+    STATS,
+    STATS_SIZE,
+)
 from pylxcfs.fuse.watchdog import FSTYPE, start_watchdog
 from pylxcfs.fuse.zygote import Zygote
 
@@ -94,6 +102,8 @@ class Worker:
     ready: bool = False
     retiring_since: float | None = None
     acted_on: int = 0  # unique of the stuck request already handled
+    finished: int = -1  # its finished-request count when last seen to move (statspage.PROGRESS)
+    finished_since_ns: int = 0  # when that was
     returncode: int | None = None
 
     @property
@@ -142,6 +152,12 @@ class Worker:
         if self.stats is None:
             return (0, 0, 0, 0, 0, 0)
         return STATS.unpack_from(self.stats, 0)
+
+    def progress(self) -> tuple[int, int]:
+        """(requests taken into its queue, requests finished), from its stats page (zeros without one)."""
+        if self.stats is None:
+            return (0, 0)
+        return PROGRESS.unpack_from(self.stats, PROGRESS_AT)
 
     def salt(self) -> int:
         """Its handle salt, from its stats page (0: not published yet, or no page)."""
@@ -567,6 +583,25 @@ class Supervisor:
             if resent:
                 with contextlib.suppress(OSError):  # ENOENT: it was answered meanwhile
                     os.write(self.fd, P.reply_error(unique, errno.EIO))
+            w.signal(signal.SIGKILL)
+        self._check_held(now_ns, limit_ns)
+
+    def _check_held(self, now_ns: int, limit_ns: int) -> None:
+        """A worker that holds requests in its queue (taken > finished) but has finished none for the request timeout,
+        with no request in progress (that case is _check_stuck's), is replaced: its requests are resent to the
+        others. Nothing the worker does between requests may take that long, so this is a bug or a stop (SIGSTOP
+        between two requests), never load: a loaded worker still finishes one request per turn."""
+        for w in list(self.workers.values()):
+            taken, finished = w.progress()
+            if finished != w.finished or taken <= finished:
+                w.finished, w.finished_since_ns = finished, now_ns
+                continue
+            if w.snapshot()[0] or now_ns - w.finished_since_ns < limit_ns:
+                continue
+            self.stuck_requests += 1
+            log.error("worker %d holds %d request(s) and finished none for %.1f s: replacing the worker; its "
+                      "requests go to the others", w.pid, taken - finished, (now_ns - w.finished_since_ns) / 1e9)
+            w.finished_since_ns = now_ns  # once
             w.signal(signal.SIGKILL)
 
     # -- main loop --------------------------------------------------------------------------------------

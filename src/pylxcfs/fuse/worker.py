@@ -47,7 +47,16 @@ from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.board import Board
 from pylxcfs.fuse.ops import Operations
 from pylxcfs.fuse.route import DEFAULT_DEADLINE_S, Router, owner_of
-from pylxcfs.fuse.statspage import EXIT_CONNECTION_GONE, MODULE, SALT_AT, STATEFUL_AT, STATS, STATS_SIZE
+from pylxcfs.fuse.statspage import (
+    EXIT_CONNECTION_GONE,
+    MODULE,
+    PROGRESS,
+    PROGRESS_AT,
+    SALT_AT,
+    STATEFUL_AT,
+    STATS,
+    STATS_SIZE,
+)
 from pylxcfs.fuse.wire import Dispatcher
 from pylxcfs.syscalls import malloc_trim
 
@@ -99,6 +108,11 @@ class StatsSlot:
         if self.mm is not None:
             _IDLE(self.mm, 0, 0)
 
+    def progress(self, taken: int, finished: int) -> None:
+        """Publish how many requests we took into our queue and how many we finished (see statspage.py)."""
+        if self.mm is not None:
+            PROGRESS.pack_into(self.mm, PROGRESS_AT, taken, finished)
+
     def publish_salt(self, salt: int) -> None:
         """Tell the supervisor our handle salt (it names the pool's stateful worker by it)."""
         if self.mm is not None:
@@ -137,6 +151,7 @@ class FairQueue:
         self._q: dict[int, deque[bytes]] = {}  # insertion order is the ring: the front key is served next
         self._ns: dict[int, int] = {}
         self.held = 0
+        self.taken = 0  # requests ever pushed (published with the finished count: StatsSlot.progress)
 
     def key(self, buf: bytes) -> int:
         """The requester's pid namespace (nsfs inode); 0 for kernel-internal requests (pid 0) or a gone pid."""
@@ -163,6 +178,7 @@ class FairQueue:
         else:
             q.append(buf)
         self.held += 1
+        self.taken += 1
 
     def pop(self) -> bytes:
         """The next request: the front namespace's oldest; that namespace goes to the back of the ring."""
@@ -240,6 +256,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
     stopped_at = 0.0
     dev_ready = inbox_ready = True  # look at both once before the first wait
     trimmed_at = 0  # dispatcher.requests at the last malloc_trim
+    published = 0  # fq.taken when progress was last published
     burst = True  # read everything pending (up to HOLD_MAX), not just one request: requests are queuing
     try:
         while True:
@@ -270,6 +287,9 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     fq.push(buf)
                     if not (burst or last_look):  # a new request woke us: answer it; a queue shows in the next look
                         break
+            if fq.taken != published:  # what we hold, for the supervisor's watchdog (statspage.py)
+                published = fq.taken
+                slot.progress(fq.taken, fq.taken - fq.held)
             if not fq.held:
                 if router is not None:
                     router.flush_drops()
@@ -310,6 +330,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
             if dispatcher.referred:  # a partial read of another worker's handle: its owner keeps the render
                 if router is not None and router.forward(owner_of(req), req):
                     slot.end()
+                    slot.progress(fq.taken, fq.taken - fq.held)
                     continue
                 dispatcher.ops.refer_foreign_partials = False  # the owner cannot take it: keep it here
                 try:
@@ -326,6 +347,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                         return "unmounted"
                     raise
             slot.end()
+            slot.progress(fq.taken, fq.taken - fq.held)
             if router is not None:
                 router.answered(req)
             if dispatcher.destroyed:
