@@ -290,22 +290,42 @@ class ReaderResult:
 
 
 class ReaderLoop:
-    """`python -c READER_SRC PATH OUT 0.05` in its own process: one open/read/close every 50 ms."""
+    """`python -c READER_SRC PATH OUT 0.05` in its own process: one open/read/close every 50 ms.
+
+    With argv_prefix `unshare --pid --fork ...` the reader is PID 1 of a new pid namespace (a second "container");
+    unshare --fork blocks SIGTERM while it waits for its child, so stop() signals the reader itself (an init
+    receives a signal from an ancestor namespace when it has a handler for it: pid_namespaces(7))."""
 
     def __init__(self, path: Path, out: Path, interval: float = 0.05, argv_prefix: list[str] | None = None) -> None:
         self.out = out
+        self._forks = bool(argv_prefix) and argv_prefix[0] == "unshare" and "--fork" in argv_prefix
         self.proc = subprocess.Popen([*(argv_prefix or []), str(PY), "-c", READER_SRC, str(path), str(out),
                                       str(interval)], stdin=subprocess.DEVNULL)
+
+    def _reader_pids(self) -> list[int]:
+        if not self._forks:
+            return [self.proc.pid]
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(x) for x in f.read().split()] or [self.proc.pid]
+        except OSError:
+            return [self.proc.pid]
+
+    def _signal(self, pids: list[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def stop(self, timeout: float = 5) -> ReaderResult:
         """Ask it to finish its current read; SIGKILL if it is stuck. Returns what it recorded."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            pids = self._reader_pids()
+            self._signal(pids, signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                self._signal([*pids, self.proc.pid], signal.SIGKILL)
+                self.proc.wait(30)  # a loaded machine can take seconds to tear a pid namespace down
         recs = []
         if self.out.exists():
             for line in self.out.read_text().splitlines():

@@ -156,7 +156,14 @@ def test_flood_from_one_pid_namespace_leaves_others_served(flood_daemon: Daemon,
         assert flood.poll() is None  # the flood ran throughout
     finally:
         try:
-            results = [r.stop() for r in readers]
+            failures: list[BaseException] = []
+            for r in readers:  # every reader is stopped even if stopping one raises: none outlives the test
+                try:
+                    results.append(r.stop())
+                except BaseException as e:  # re-raised below, once the others are stopped
+                    failures.append(e)
+            if failures:
+                raise failures[0]
         finally:  # even when a reader is stuck: a flood left running would load every later test
             kill_namespace(flood)
     assert len(results) == 2
