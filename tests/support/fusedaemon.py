@@ -303,13 +303,7 @@ class ReaderLoop:
                                       str(interval)], stdin=subprocess.DEVNULL)
 
     def _reader_pids(self) -> list[int]:
-        if not self._forks:
-            return [self.proc.pid]
-        try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                return [int(x) for x in f.read().split()] or [self.proc.pid]
-        except OSError:
-            return [self.proc.pid]
+        return (children(self.proc.pid) if self._forks else []) or [self.proc.pid]
 
     def _signal(self, pids: list[int], sig: int) -> None:
         for pid in pids:

@@ -37,6 +37,7 @@ Speed (the same on every host root):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -182,20 +183,15 @@ def render_diskstats(host: Sequence[DiskstatsLine], counters: Mapping[DevT, IoCo
         c = counters.get(dev)
         n = len(line.fields)
         # Most rows of a container are disks it has a node of but did no I/O on: their zeros are made once.
-        vals = (_ZEROS.get(n) or _zeros(n)) if c is None else " ".join(map(str, counter_fields(c, n)))
+        vals = _zeros(n) if c is None else " ".join(map(str, counter_fields(c, n)))
         out.append(f"{line.major:4d} {line.minor:7d} {name} {vals}\n")
     return "".join(out)
 
 
-_ZEROS: dict[int, str] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _zeros(n: int) -> str:
     """The counters of a row with no I/O (n zeros), made once per column count."""
-    z = " ".join(map(str, counter_fields(NO_IO, n)))
-    if len(_ZEROS) < 64:
-        _ZEROS[n] = z
-    return z
+    return " ".join(map(str, counter_fields(NO_IO, n)))
 
 
 def produce(env: ViewEnv, ctx: ContainerContext) -> str:
