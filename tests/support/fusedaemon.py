@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kernel_state(pid: int) -> str:
+    """One line per process for a failure report: its command, state, wait channel and kernel stack."""
+    def read(name: str) -> str:
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read().strip()
+        except OSError as e:
+            return f"<{e.strerror}>"
+    stat = read("stat")
+    state = stat.rsplit(")", 1)[1].split()[0] if ")" in stat else stat
+    stack = " <- ".join(x.split("]", 1)[-1].strip().split("+")[0] for x in read("stack").splitlines())
+    return f"pid {pid} [{cmdline(pid)[:80]}] state {state} wchan {read('wchan')} stack: {stack}"
+
+
 def wait_for(cond: object, timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll cond() until true; AssertionError after timeout."""
     deadline = time.monotonic() + timeout
@@ -153,6 +168,35 @@ class Daemon:
                 if "pylxcfs.fuse.worker" in argv and str(self.mnt) in argv and alive(int(d)):
                     out.append(int(d))
         return out
+
+    def diagnose(self) -> str:
+        """What the daemon is doing, for a failure report: every process's kernel state, the connection's count of
+        requests waiting for an answer, and (after SIGUSR1: faulthandler) each one's Python stack in the log."""
+        pids = [self.pid, *self.all_workers()]
+        lines = [kernel_state(p) for p in pids]
+        lines.append(f"fuse connection waiting: {self._waiting()}")
+        mark = len(self.log_text())
+        for p in pids:  # one at a time: their reports would interleave in the shared log
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGUSR1)
+            time.sleep(0.3)
+        lines.append("python stacks (faulthandler):\n" + self.log_text()[mark:][-20000:])
+        return "\n".join(lines)
+
+    def _waiting(self) -> str:
+        dev = None  # MAJ:MIN from mountinfo: a stat of a stalled mount would hang the report
+        with open("/proc/self/mountinfo") as m:
+            for line in m:
+                parts = line.split()
+                if parts[4] == str(self.mnt):
+                    dev = parts[2]
+        if dev is None:
+            return "not mounted"
+        try:
+            with open(f"/sys/fs/fuse/connections/{dev.split(':')[1]}/waiting") as f:
+                return f.read().strip()
+        except OSError as e:  # fusectl not mounted at /sys/fs/fuse/connections
+            return f"<{e.strerror}>"
 
     def worker(self, timeout: float = 5) -> int:
         """The single serving worker, once there is exactly one."""
@@ -296,8 +340,11 @@ class ReaderLoop:
     unshare --fork blocks SIGTERM while it waits for its child, so stop() signals the reader itself (an init
     receives a signal from an ancestor namespace when it has a handler for it: pid_namespaces(7))."""
 
-    def __init__(self, path: Path, out: Path, interval: float = 0.05, argv_prefix: list[str] | None = None) -> None:
+    def __init__(self, path: Path, out: Path, interval: float = 0.05, argv_prefix: list[str] | None = None,
+                 on_stuck: Callable[[], str] | None = None) -> None:
         self.out = out
+        self.on_stuck = on_stuck  # called while the reader is still stuck (a daemon's diagnose): its report kept
+        self.stuck_report = ""
         self._forks = bool(argv_prefix) and argv_prefix[0] == "unshare" and "--fork" in argv_prefix
         self.proc = subprocess.Popen([*(argv_prefix or []), str(PY), "-c", READER_SRC, str(path), str(out),
                                       str(interval)], stdin=subprocess.DEVNULL)
@@ -318,8 +365,17 @@ class ReaderLoop:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.stuck_report = "\n".join(kernel_state(p) for p in pids)
+                if self.on_stuck is not None:
+                    self.stuck_report += "\n" + self.on_stuck()
+                print(f"reader {self.out.name} did not stop within {timeout} s of SIGTERM:\n{self.stuck_report}",
+                      file=sys.stderr)
                 self._signal([*pids, self.proc.pid], signal.SIGKILL)
-                self.proc.wait(30)  # a loaded machine can take seconds to tear a pid namespace down
+                try:
+                    self.proc.wait(30)  # a loaded machine can take seconds to tear a pid namespace down
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"reader {self.out.name} still blocked 30 s after SIGKILL (a request the "
+                                         f"daemon took and never answered):\n{self.stuck_report}") from None
         recs = []
         if self.out.exists():
             for line in self.out.read_text().splitlines():

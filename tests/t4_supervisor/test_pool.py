@@ -150,8 +150,9 @@ def test_flood_from_one_pid_namespace_leaves_others_served(flood_daemon: Daemon,
         time.sleep(1.0)  # the flood is running (48 forked loops)
         assert flood.poll() is None
         readers.append(ReaderLoop(d.mnt / "proc/meminfo", tmp_path / "ct.jsonl", interval=0.02,
-                                  argv_prefix=["unshare", "--pid", "--fork", "--kill-child"]))
-        readers.append(ReaderLoop(d.mnt / "proc/meminfo", tmp_path / "host.jsonl", interval=0.02))
+                                  argv_prefix=["unshare", "--pid", "--fork", "--kill-child"], on_stuck=d.diagnose))
+        readers.append(ReaderLoop(d.mnt / "proc/meminfo", tmp_path / "host.jsonl", interval=0.02,
+                                  on_stuck=d.diagnose))
         wait_for(lambda: all(r.count() >= 100 for r in readers), 90, "100 reads each during the flood")
         assert flood.poll() is None  # the flood ran throughout
     finally:

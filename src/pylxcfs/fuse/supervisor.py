@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import json
 import logging
 import mmap
@@ -615,6 +616,7 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for s in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(s, self._on_signal)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # as in the workers: its Python stack, in the log
 
     def run(self) -> int:
         """Mount and serve until SIGTERM/SIGINT; returns the exit code (0 after a clean shutdown)."""

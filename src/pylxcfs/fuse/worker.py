@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import faulthandler
 import json
 import logging
 import mmap
@@ -455,6 +456,8 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which tells us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a log pipe whose reader died must not kill a server
+    # `kill -USR1 <worker>` writes every thread's Python stack to the log: where a worker that seems stuck is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = StopFlag()
     stop.install(signal.SIGUSR2, signal.SIGTERM)
     renderer = cfg.make_renderer()
