@@ -280,7 +280,12 @@ def start_daemon(tmp: Path, *args: str, mnt: Path | None = None, name: str = "d"
     else:
         d.cleanup()
         raise AssertionError(f"daemon did not serve within {timeout} s:\n{d.log_text()}")
-    d.watchdog = find_watchdog(mnt, pidfile, proc.pid)
+    # Every back-end starts a watchdog before it serves, but it is forked twice and then exec'd: on a loaded machine
+    # its command line can still be the daemon's for a moment after "serving" (seen in a clean-clone CI run).
+    wd_deadline = time.monotonic() + 10
+    while (wd := find_watchdog(mnt, pidfile, proc.pid)) is None and time.monotonic() < wd_deadline:
+        time.sleep(0.05)
+    d.watchdog = wd
     return d
 
 

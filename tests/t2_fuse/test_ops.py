@@ -277,10 +277,16 @@ def test_mutations_and_unknown_ops(dispatcher: Dispatcher) -> None:
     assert err == 0 and len(payload) == 80
 
 
-def test_no_reply_for_forget_and_interrupt(dispatcher: Dispatcher) -> None:
+def test_no_reply_for_forget(dispatcher: Dispatcher) -> None:
     assert dispatcher.handle(request(P.Opcode.FORGET, struct.pack("=Q", 1), MEMINFO)) is None
     assert dispatcher.handle(request(P.Opcode.BATCH_FORGET, P.BATCH_FORGET_IN.pack(0, 0))) is None
-    assert dispatcher.handle(request(P.Opcode.INTERRUPT, P.INTERRUPT_IN.pack(7), unique=9)) is None
+
+
+def test_interrupt_is_answered_enosys_once_so_the_kernel_stops_sending_them(dispatcher: Dispatcher) -> None:
+    # The reply is a bare header (fuse_dev_do_write wants exactly 16 bytes) carrying the INTERRUPT's own unique,
+    # low bit set, and -ENOSYS: the kernel's cue to set no_interrupt.
+    out = dispatcher.handle(request(P.Opcode.INTERRUPT, P.INTERRUPT_IN.pack(8), unique=9))
+    assert out == P.OUT_HEADER.pack(16, -errno.ENOSYS, 9)
 
 
 class ExplodingRenderer(FakeRenderer):

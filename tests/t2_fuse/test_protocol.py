@@ -53,13 +53,15 @@ def _init_body(major: int, minor: int, flags: int, flags2: int = 0) -> bytes:
 
 
 def test_negotiate_takes_smaller_minor_and_no_caching_flags() -> None:
-    offered = P.FUSE_ASYNC_READ | P.FUSE_WRITEBACK_CACHE | P.FUSE_DO_READDIRPLUS | P.FUSE_INIT_EXT | P.FUSE_MAX_PAGES
+    offered = (P.FUSE_ASYNC_READ | P.FUSE_WRITEBACK_CACHE | P.FUSE_DO_READDIRPLUS | P.FUSE_INIT_EXT | P.FUSE_MAX_PAGES
+               | P.FUSE_PARALLEL_DIROPS)
     body, res = P.negotiate_init(P.decode_init(_init_body(7, 45, offered, P.FUSE_HAS_RESEND >> 32)))
     assert res is not None
     major, minor, readahead, flags = struct.unpack_from("=IIII", body)
     # readahead 0: it only fills the page cache, which the workers refuse to fill (splice guard, wire.Dispatcher._read)
     assert (major, minor, readahead) == (7, P.FUSE_KERNEL_MINOR_VERSION, 0)
     assert not flags & P.FUSE_WRITEBACK_CACHE and not flags & P.FUSE_DO_READDIRPLUS
+    assert flags & P.FUSE_PARALLEL_DIROPS  # lookups in one directory are not serialised by the kernel
     assert res.kernel_can_resend
     # an older kernel: its minor wins, and no FUSE_HAS_RESEND
     _body, old = P.negotiate_init(P.decode_init(_init_body(7, 31, P.FUSE_ASYNC_READ)))

@@ -237,6 +237,61 @@ def test_sigstopped_worker_mid_request_is_replaced_and_the_request_answered(tmp_
     assert res.longest_s < 2.0
 
 
+SIGNALLED_READER = r"""
+import signal, sys
+signal.signal(signal.SIGTERM, lambda *_: None)  # a handled signal: the read is interrupted, not the process
+with open(sys.argv[1], "rb") as f:
+    sys.stdout.buffer.write(f.read())
+"""
+
+
+def test_signalled_readers_get_their_answer_and_the_kernel_stops_sending_interrupts(tmp_path: Path) -> None:
+    """Two readers with a SIGTERM handler are each blocked in a request a worker is answering (their host files are
+    FIFOs without a writer) and get SIGTERM there. The first makes the kernel send FUSE_INTERRUPT, which the third
+    worker answers ENOSYS; the kernel then sets no_interrupt (fs/fuse/dev.c), so the second reader's signal sends
+    none: one INTERRUPT in the log, not two. (A malformed reply would be refused with EINVAL and end the worker.)
+    Once the FIFOs are fed, both reads complete normally with what was written."""
+    root = make_fixture_root(tmp_path)
+    names = ("proc/meminfo", "proc/swaps")  # two files: a second LOOKUP of one name would wait for the first
+    for name in names:
+        os.unlink(root / name)
+        os.mkfifo(root / name)
+    # Three workers: two blocked on the FIFOs, one to read the INTERRUPT; a request timeout far beyond the test.
+    d = start_daemon(tmp_path, "--workers", "3", "--request-timeout", "120", "--debug", "--host-root", str(root))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_for(lambda: len(d.workers()) == 3, 30, "three workers")
+        for n, name in enumerate(names, 1):
+            p = subprocess.Popen([sys.executable, "-c", SIGNALLED_READER, str(d.mnt / name)], stdout=subprocess.PIPE)
+            procs.append(p)
+            wait_for(lambda p=p: _busy_for(d, p.pid) is not None, 20, f"reader {n} blocked in a worker")
+            time.sleep(0.2)  # its handler was installed long before its open(): it is in the request now
+            os.kill(p.pid, signal.SIGTERM)
+            if n == 1:
+                wait_for(lambda: d.log_text().count("INTERRUPT of unique") == 1, 20, "the first INTERRUPT answered")
+        time.sleep(1.0)  # a second INTERRUPT, if the kernel sent one, reaches the free worker well within this
+        assert d.log_text().count("INTERRUPT of unique") == 1
+        for name in names:
+            # A writer lets the blocked worker's open of the FIFO complete; a regular file takes the FIFO's place
+            # first, for the later requests of the same open (OPEN and READ read the host file again).
+            w = os.open(root / name, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                _replace(root / name, b"fed\n")
+                os.write(w, b"fed\n")
+            finally:
+                os.close(w)
+        outs = [p.communicate(timeout=30)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+        assert outs == [b"fed\n", b"fed\n"]
+        assert "died" not in d.log_text()
+    finally:
+        d.stop()  # first: a reader whose request a worker still holds is freed only when the connection ends
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+
+
 def test_request_stuck_again_after_resend_is_answered_eio(tmp_path: Path) -> None:
     """The FIFO stays: every worker that takes the request blocks. The first is replaced and the request
     resent; when the resent copy is stuck too, the supervisor answers it EIO itself. Other readers are

@@ -25,7 +25,7 @@ FUSE_MIN_READ_BUFFER = 8192
 # FUSE_UNIQUE_RESEND (fuse.h 7.40): set in `unique` of a request the kernel resent after
 # FUSE_NOTIFY_RESEND. The reply must carry the unique exactly as received, so we only need it for logs.
 FUSE_UNIQUE_RESEND = 1 << 63
-# FUSE_INT_REQ_BIT: the low bit of an INTERRUPT request's unique (never answered by us).
+# FUSE_INT_REQ_BIT: the low bit of an INTERRUPT request's unique (its reply carries it: fuse/wire.py).
 FUSE_INT_REQ_BIT = 1
 
 
@@ -84,7 +84,7 @@ class Opcode(enum.IntEnum):
     STATX = 52
 
 
-NO_REPLY = frozenset({Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT, Opcode.NOTIFY_REPLY})
+NO_REPLY = frozenset({Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.NOTIFY_REPLY})  # INTERRUPT: fuse/wire.py
 
 
 class NotifyCode(enum.IntEnum):
@@ -104,6 +104,7 @@ FUSE_ASYNC_READ = 1 << 0
 FUSE_BIG_WRITES = 1 << 5
 FUSE_DO_READDIRPLUS = 1 << 13
 FUSE_WRITEBACK_CACHE = 1 << 16
+FUSE_PARALLEL_DIROPS = 1 << 18
 FUSE_MAX_PAGES = 1 << 22
 FUSE_INIT_EXT = 1 << 30
 FUSE_HAS_RESEND = 1 << 39
@@ -270,7 +271,11 @@ class InitResult:
 
 # What we ask for: nothing that caches data (no FUSE_WRITEBACK_CACHE, no FUSE_AUTO_INVAL_DATA: content
 # differs per caller, design.md §3.5), no READDIRPLUS (plain READDIR keeps every LOOKUP visible to us).
-_WANTED = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT
+# FUSE_PARALLEL_DIROPS (libfuse asks for it by default, so C lxcfs has it): without it the kernel holds the
+# directory's lock across each LOOKUP and READDIR (fs/fuse/dir.c fuse_lock_inode), so every container's lookups
+# in proc/ or sys/devices/system/cpu/ (cpuN entries are revalidated on every walk) would wait for one another,
+# and one slow lookup would stall them all, whatever the size of the pool. Ours share no state that needs it.
+_WANTED = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT | FUSE_PARALLEL_DIROPS
 MAX_PAGES = 32  # 128 KiB per READ request with 4 KiB pages: the kernel default
 MAX_WRITE = 128 * 1024
 # A read buffer large enough for the largest request the kernel may send us: a WRITE of max_write bytes

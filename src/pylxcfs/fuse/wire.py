@@ -122,8 +122,18 @@ class Dispatcher:
         h = P.decode_header(buf)
         self.requests += 1
         self.last_opened = None
-        if h.opcode in P.NO_REPLY:  # FORGET, BATCH_FORGET: our inode table is static; INTERRUPT: we
-            return None  # answer every request promptly anyway.
+        if h.opcode == P.Opcode.INTERRUPT:
+            # ENOSYS, as libfuse's no_interrupt option answers: the kernel sets fc->no_interrupt and never sends an
+            # INTERRUPT again (fs/fuse/dev.c fuse_dev_do_write); a signalled reader then simply waits for its answer
+            # (killable, request_wait_answer), which comes promptly. Interrupting a render could only make a reader
+            # see EINTR for a read that was about to succeed, and each INTERRUPT is one more request on the queue
+            # during a flood. (The kernel ignores this reply if the interrupted request was answered first: ENOENT.)
+            if self.debug:
+                log.debug("INTERRUPT of unique %#x: answered ENOSYS (the kernel stops sending them)",
+                          P.INTERRUPT_IN.unpack_from(buf, P.IN_HEADER.size)[0] if h.length >= 48 else 0)
+            return P.reply_error(h.unique, errno.ENOSYS)
+        if h.opcode in P.NO_REPLY:  # FORGET, BATCH_FORGET: our inode table is static
+            return None
         body = memoryview(buf)[P.IN_HEADER.size:h.length]
         fn = self._handlers.get(h.opcode)
         try:
