@@ -21,6 +21,7 @@ import pytest
 from pylxcfs.statusdir import SUPERVISOR_FILE, read_json, status_dir_for
 from support.fusedaemon import (
     MEMINFO,
+    PYLXCFS,
     Daemon,
     ReaderLoop,
     alive,
@@ -50,6 +51,26 @@ def test_pool_starts_the_requested_workers(tmp_path: Path) -> None:
         assert (d.mnt / "proc/meminfo").read_text() == MEMINFO
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("spin", ["0", "5000"])
+def test_workers_serve_with_and_without_polling_before_they_sleep(tmp_path: Path, spin: str) -> None:
+    """--spin-us 0 (sleep as soon as nothing is pending) and a long poll (5 ms) both answer a reader that keeps
+    coming back and one that pauses longer than the poll, with the right bytes."""
+    d = start_daemon(tmp_path, "--spin-us", spin, "--host-root", str(make_fixture_root(tmp_path)))
+    try:
+        for pause in (0.0, 0.02):
+            for _ in range(50):
+                assert (d.mnt / "proc/meminfo").read_text() == MEMINFO
+                time.sleep(pause)
+    finally:
+        d.stop()
+
+
+def test_spin_out_of_range_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    res = subprocess.run([str(PYLXCFS), "-f", "--spin-us", "20000", str(tmp_path / "mnt")], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2 and "--spin-us 20000: must be 0..10000" in res.stderr
 
 
 def _pin_all(d: Daemon, cpus: set[int]) -> None:

@@ -25,6 +25,7 @@ class DaemonConfig:
     opts: ViewOptions = field(default_factory=ViewOptions)
     debug: bool = False
     status_dir: str | None = None  # where serving processes publish their stats (statusdir.py); None: nowhere
+    spin_us: int = 50  # a worker that runs out of requests polls this long before it sleeps (fuse/worker.py)
 
     def root(self) -> HostRoot:
         """The HostRoot to read from."""
@@ -41,7 +42,7 @@ class DaemonConfig:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (the worker's --config)."""
         return {"host_root": self.host_root, "opts": asdict(self.opts), "debug": self.debug,
-                "status_dir": self.status_dir}
+                "status_dir": self.status_dir, "spin_us": self.spin_us}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DaemonConfig:
@@ -49,5 +50,7 @@ class DaemonConfig:
         known = set(ViewOptions.__dataclass_fields__)
         opts = ViewOptions(**{k: bool(v) for k, v in dict(d.get("opts") or {}).items() if k in known})
         sdir = d.get("status_dir")
+        spin = d.get("spin_us", 50)
         return cls(host_root=d.get("host_root"), opts=opts, debug=bool(d.get("debug", False)),
-                   status_dir=sdir if isinstance(sdir, str) else None)
+                   status_dir=sdir if isinstance(sdir, str) else None,
+                   spin_us=spin if isinstance(spin, int) and 0 <= spin <= 10_000 else 50)
