@@ -13,10 +13,10 @@ directory is on tmpfs (/run), so reading it cannot block on a slow disk either.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +31,8 @@ WORKER_PREFIX = "worker-"
 MAX_SNAPSHOT_BYTES = 16 << 20  # a reader refuses anything bigger (the directory is root's, but be safe)
 KEEP_EXITED_WORKERS = 32  # snapshots of exited workers kept (their counts stay in the totals); older ones go
 
+_TMP_SEQ = itertools.count()  # next() is atomic under the GIL: threads of one process never share a name
+
 
 def status_dir_for(pidfile: str) -> str:
     """The status directory belonging to a pidfile: <dir>/<name without .pid>.status."""
@@ -42,7 +44,14 @@ def status_dir_for(pidfile: str) -> str:
 
 def write_json_atomic(directory: str, name: str, data: dict[str, Any]) -> None:
     """Write <directory>/<name> atomically (temp file + rename), mode 0644."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    # Not tempfile.mkstemp: tempfile imports random, shutil, bz2 and lzma, about 1.7 MB of every process of the
+    # daemon, for a name that the pid and a counter make unique here (O_EXCL: never follows what is already there).
+    tmp = os.path.join(directory, f".tmp-{name}.{os.getpid()}.{next(_TMP_SEQ)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:  # left by a killed process that had our pid: ours now
+        os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, separators=(",", ":"))

@@ -8,10 +8,11 @@ OSError with the errno and the paths involved. Nothing here decides anything.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# dlopen(NULL): the interpreter's own symbols, libc's among them, whatever the C library's file is called. Not
+# ctypes.util.find_library("c"): it runs ldconfig and imports tempfile and shutil (1.7 MB in every process).
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 # mount(2) flags (include/uapi/linux/mount.h)
