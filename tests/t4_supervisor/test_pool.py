@@ -271,7 +271,9 @@ def test_signalled_readers_get_their_answer_and_the_kernel_stops_sending_interru
     FIFOs without a writer) and get SIGTERM there. The first makes the kernel send FUSE_INTERRUPT, which the third
     worker answers ENOSYS; the kernel then sets no_interrupt (fs/fuse/dev.c), so the second reader's signal sends
     none: one INTERRUPT in the log, not two. (A malformed reply would be refused with EINVAL and end the worker.)
-    Once the FIFOs are fed, both reads complete normally with what was written."""
+    The second reader's request reaching a worker at all, while the first one's LOOKUP in the same directory is
+    blocked, needs FUSE_PARALLEL_DIROPS (without it the kernel holds proc/'s lock across that LOOKUP). Once the
+    FIFOs are fed, both reads complete normally with what was written."""
     root = make_fixture_root(tmp_path)
     names = ("proc/meminfo", "proc/swaps")  # two files: a second LOOKUP of one name would wait for the first
     for name in names:

@@ -302,7 +302,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     if spin_ns:
                         # Before sleeping, poll a little: a reader's open, read and close come back to back, a few
                         # microseconds after each answer, and a worker that is already awake takes the next at once
-                        # instead of paying a wake-up (measured, separate CPUs: 4,900 -> 8,300 opens/s of a cpu
+                        # instead of paying a wake-up (measured, separate CPUs: 4,700 -> 8,300 opens/s of a cpu
                         # list). On a CPU shared with the reader the reader runs as soon as it is woken by our reply
                         # (the kernel's wake-up preemption), so this costs nothing there either (docs/design-fuse.md).
                         end = t0 + spin_ns
