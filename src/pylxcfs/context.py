@@ -58,6 +58,9 @@ class ViewEnv:
     root: HostRoot
     opts: ViewOptions
     states: dict[str, Any] = field(default_factory=dict)
+    # A memfd of per-container state shared with the daemon's other processes (sharedtable.py; made by the
+    # supervisor, inherited by the workers); -1: each view that needs one makes a private one.
+    shared_fd: int = -1
 
 
 class Producer(Protocol):

@@ -82,11 +82,11 @@ class Renderer:
     """Renders virtual files for callers."""
 
     def __init__(self, root: HostRoot, opts: ViewOptions, resolver: PidResolver | None = None,
-                 status_dir: str | None = None) -> None:
+                 status_dir: str | None = None, shared_fd: int = -1) -> None:
         self.root = root
         self.opts = opts
         self.resolver: PidResolver = resolver if resolver is not None else Resolver(root)
-        self.env = ViewEnv(root=root, opts=opts)
+        self.env = ViewEnv(root=root, opts=opts, shared_fd=shared_fd)
         self._producers, self._filters = load_registry()
         # host_optional rows (proc/pressure/*) only where the host has the file, decided once here: the FUSE tree
         # (and so every mount plan, which skips sources the daemon does not serve) follows this list.

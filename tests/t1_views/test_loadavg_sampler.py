@@ -10,7 +10,7 @@ from pylxcfs.context import ViewEnv
 from pylxcfs.hostfs import HostRoot
 from pylxcfs.sampler import LoadavgSampler, sample_cgroup, sample_once
 from pylxcfs.service import Renderer, ViewOptions
-from pylxcfs.views.loadavg import EXP, STATE_KEY, LoadavgState, calc_load, render_loadavg
+from pylxcfs.views.loadavg import EXP, STATE_KEY, LoadavgState, calc_load, registered, render_loadavg
 
 from .conftest import HOSTS
 
@@ -63,13 +63,14 @@ def test_read_registers_then_sampler_updates_then_prunes(tmp_path: Path) -> None
     r = Renderer(HostRoot.from_dir(tree), ViewOptions(enable_loadavg=True))
     assert r.render("proc/loadavg", 4243) == b"0.00 0.00 0.00 0/1 4242\n"
     state = r.env.states[STATE_KEY]
-    assert isinstance(state, LoadavgState) and len(state.nodes) == 1
+    assert isinstance(state, LoadavgState) and state.table is not None and not state.nodes
+    assert registered(state) == [f"{r.root.cgroup}/system.slice/docker-abc.scope"]
     sample_once(r.root, state)
     assert r.render("proc/loadavg", 4243) == b"0.08 0.02 0.01 1/2 4243\n"
     # the container goes away: its cgroup is removed -> the node is pruned
     shutil.rmtree(tree / "sys/fs/cgroup/system.slice/docker-abc.scope")
     sample_once(r.root, state)
-    assert not state.nodes
+    assert registered(state) == []
 
 
 def test_sampler_thread_starts_and_stops() -> None:

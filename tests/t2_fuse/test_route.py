@@ -171,10 +171,9 @@ def test_worker_routes_only_what_needs_the_owner(pair: tuple[Router, Router]) ->
     it lands, except on an inode whose view keeps per-container state in the worker (/proc/stat), which goes to
     the owner; a RELEASE is answered here (the owner told in a batch); a continuation (offset > 0) goes to the
     owner unless the board says it keeps no partial render."""
-    from pylxcfs.fuse.worker import StatsSlot, _route
+    from pylxcfs.fuse.worker import _route
 
     a, b = pair
-    slot = StatsSlot()
     stat_ino, meminfo_ino = 7, 2  # _read_req's nodeid is 2
     fh = (b.salt << 32) | 1  # b's handle, read through a
 
@@ -183,16 +182,16 @@ def test_worker_routes_only_what_needs_the_owner(pair: tuple[Router, Router]) ->
         struct.pack_into("=Q", r, 16, nodeid)
         return bytes(r)
 
-    assert _route(read(meminfo_ino, 0, 11), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False
+    assert _route(read(meminfo_ino, 0, 11), a, a.salt, None, frozenset({stat_ino})) is False
     assert b.receive() == []
-    assert _route(read(stat_ino, 0, 12), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is True
+    assert _route(read(stat_ino, 0, 12), a, a.salt, None, frozenset({stat_ino})) is True
     _wait(lambda: [unique_of(x) for x in b.receive()] == [12])
     release = struct.pack("=IIQQIIIHH", 40 + P.RELEASE_IN.size, P.Opcode.RELEASE, 13, meminfo_ino, 0, 0, 4242, 0,
                           0) + P.RELEASE_IN.pack(fh, 0, 0, 0)
-    assert _route(release, a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False
-    assert _route(read(meminfo_ino, 100, 14), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is True
+    assert _route(release, a, a.salt, None, frozenset({stat_ino})) is False
+    assert _route(read(meminfo_ino, 100, 14), a, a.salt, None, frozenset({stat_ino})) is True
     _wait(lambda: [unique_of(x) for x in b.receive()] == [14])
     # our own handle: never routed
     own = bytearray(read(stat_ino, 0, 15))
     struct.pack_into("=Q", own, 40, (a.salt << 32) | 1)
-    assert _route(bytes(own), a, a.salt, slot, frozenset(), None, frozenset({stat_ino})) is False
+    assert _route(bytes(own), a, a.salt, None, frozenset({stat_ino})) is False

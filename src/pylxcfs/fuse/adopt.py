@@ -19,7 +19,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from pylxcfs import syscalls
+from pylxcfs import sharedtable, syscalls
 from pylxcfs.fuse import mountpoint
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,23 @@ class WorkerProcess:
     fuse_fd: int
     watchdog_fd: int
     parent: int
+    state_fd: int = -1
 
 
 @dataclass(slots=True)
 class Adopted:
-    """What a new supervisor takes over: the connection, the watchdog pipe, the workers (pid, pidfd)."""
+    """What a new supervisor takes over: the connection, the watchdog pipe, the shared state table (-1: none
+    usable), the workers (pid, pidfd)."""
 
     fuse_fd: int
     watchdog_fd: int
     dev: str
     workers: list[tuple[int, int]] = field(default_factory=list)
+    state_fd: int = -1
 
     def close(self) -> None:
         """Give everything back (adoption abandoned)."""
-        for fd in (self.fuse_fd, self.watchdog_fd, *(p for _pid, p in self.workers)):
+        for fd in (self.fuse_fd, self.watchdog_fd, self.state_fd, *(p for _pid, p in self.workers)):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -89,7 +92,8 @@ def parse_worker_argv(pid: int, argv: tuple[str, ...]) -> WorkerProcess | None:
             opts[a[2:]] = next(it, "")
     try:
         return WorkerProcess(pid, argv, opts["mount"], opts["dev"], int(opts["fd"]),
-                             int(opts.get("watchdog-fd", "-1")), int(opts.get("parent", "0")))
+                             int(opts.get("watchdog-fd", "-1")), int(opts.get("parent", "0")),
+                             int(opts.get("state-fd", "-1")))
     except (KeyError, ValueError):
         return None  # an older worker without --mount/--dev: it died with its supervisor anyway
 
@@ -110,6 +114,22 @@ def workers_serving(mnt: str, dev: str) -> list[WorkerProcess]:
 def supervised(w: WorkerProcess) -> bool:
     """True while the worker's own supervisor lives (it is still the worker's parent)."""
     return w.parent > 0 and _ppid(w.pid) == w.parent
+
+
+def _take_table(pidfd: int, w: WorkerProcess) -> int:
+    """A copy of the worker's shared state table (sharedtable.py), or -1 if it has none we recognise."""
+    if w.state_fd < 0:
+        return -1
+    try:
+        fd = syscalls.pidfd_getfd(pidfd, w.state_fd)
+    except OSError as e:
+        log.warning("adopt: cannot take the state table of worker %d: %s (the loadavg history restarts)", w.pid, e)
+        return -1
+    if not sharedtable.is_table(fd):
+        log.warning("adopt: descriptor %d of worker %d is not a state table", w.state_fd, w.pid)
+        os.close(fd)
+        return -1
+    return fd
 
 
 def adopt(mnt: str) -> Adopted | None:
@@ -151,7 +171,7 @@ def adopt(mnt: str) -> Adopted | None:
                     wd = syscalls.pidfd_getfd(pidfd, w.watchdog_fd)
                 except OSError:
                     wd = -1
-            got = Adopted(fd, wd, entry.dev)
+            got = Adopted(fd, wd, entry.dev, state_fd=_take_table(pidfd, w))
         pidfds.append((w.pid, pidfd))
     if got is None:
         for _pid, p in pidfds:

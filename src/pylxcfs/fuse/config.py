@@ -33,11 +33,12 @@ class DaemonConfig:
 
         return HostRoot() if self.host_root is None else HostRoot.from_dir(self.host_root)
 
-    def make_renderer(self) -> Renderer:
-        """A fresh Renderer (call .start() in the serving process)."""
+    def make_renderer(self, shared_fd: int = -1) -> Renderer:
+        """A fresh Renderer (call .start() in the serving process); `shared_fd`: the pool's shared state table
+        (sharedtable.py), -1 for a private one."""
         from pylxcfs.service import Renderer
 
-        return Renderer(self.root(), self.opts, status_dir=self.status_dir)
+        return Renderer(self.root(), self.opts, status_dir=self.status_dir, shared_fd=shared_fd)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (the worker's --config)."""

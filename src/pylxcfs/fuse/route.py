@@ -1,21 +1,20 @@
 """Handle routing between the workers of one pool: what needs a handle's state goes to the worker that has it.
 
-Role: the kernel hands every request to whichever worker reads first, but a file handle's state (the bytes of
-a partly read render, fuse/handles.py) lives in the worker that created it; the salt in the handle's high 32
-bits names that worker. fuse/worker.py decides what must go there (a READ at offset > 0, a partial render's
-first READ, every request on a stateful view's handle) and answers the rest where it lands (a READ at offset 0,
-a RELEASE, whose owner is then told in a batched release notice). A forwarded request is sent raw over a
-Unix datagram socket to the owner, which answers it on the shared /dev/fuse descriptor (all workers share one
-open file description, so the reply finds the request on the connection's processing list whoever read it)
-and then acknowledges it to the forwarder. Without this, a file read in pieces could mix two renders.
+Role: the kernel hands every request to whichever worker reads first, but a file handle's state (the bytes of a
+partly read render, fuse/handles.py) lives in the worker that created it; the salt in the handle's high 32 bits
+names that worker. fuse/worker.py decides what must go there (a READ at offset > 0, a partial render's first READ,
+a READ at offset 0 of a view that keeps per-container state in the worker) and answers the rest where it lands (a
+READ at offset 0, a RELEASE, whose owner is then told in a batched release notice). A forwarded request is sent raw
+over a Unix datagram socket to the owner, which answers it on the shared /dev/fuse descriptor (all workers share
+one open file description, so the reply finds the request on the connection's processing list whoever read it) and
+then acknowledges it to the forwarder. Without this, a file read in pieces could mix two renders.
 
 Each worker binds an abstract address `\\0pylxcfs-<dev>-<salt>` (dev = the connection's device number) and
 sends from it, so the owner knows where to acknowledge. A datagram is accepted only from root, from a process
 whose command line is a worker of the same connection (kernel-checked SCM_CREDENTIALS), and a forwarded
-request only if it is a READ or RELEASE of one of our handles (or an OPEN, below): a forged datagram cannot make
-us answer anything else; a release notice only drops handles of ours. The one other request a peer forwards
-is the OPEN of a file whose render depends on history one worker keeps (fuse/worker.py, STATEFUL_VIEWS): it
-goes to the worker the supervisor names for them.
+request only if it is a READ or RELEASE of one of our handles: a forged datagram cannot make us answer anything
+else; a release notice only drops handles of ours. (History that every worker must see, the loadavg figures,
+is not routed at all: it lives in a table all of them map, sharedtable.py.)
 
 Nothing here may make a read hang on an owner that cannot answer:
 - owner gone (crashed, killed, retired: its address is unbound or shut for receiving): the send fails at once
@@ -49,7 +48,7 @@ DROP_MAGIC = b"DRP\0"  # followed by handles (u64 each) whose RELEASE another wo
 _DROP_FH = struct.Struct("=Q")
 DROP_BATCH = 28  # handles per drop notice (4 + 28 * 8 = 228 bytes, under MAX_DATAGRAM)
 DROP_FLUSH_S = 0.2  # a partly filled batch waits at most this long
-OP_OPEN, OP_READ, OP_RELEASE = 14, 15, 18  # include/uapi/linux/fuse.h
+OP_READ, OP_RELEASE = 15, 18  # include/uapi/linux/fuse.h
 ROUTED = frozenset((OP_READ, OP_RELEASE))
 MAX_DATAGRAM = 256  # a READ or RELEASE request is 80 / 64 bytes, an acknowledgement 12
 _PEER_CACHE_MAX = 256
@@ -266,8 +265,7 @@ class Router:
                     if fh >> 32 == self.salt:
                         self.on_drop(fh)
                 continue
-            mine = owner_of(data) == self.salt or (len(data) >= 16 and _HEAD(data)[1] == OP_OPEN)
-            if not mine or not isinstance(addr, bytes) or not addr.startswith(self.prefix):
+            if owner_of(data) != self.salt or not isinstance(addr, bytes) or not addr.startswith(self.prefix):
                 self.refused += 1
                 continue
             self.received += 1

@@ -40,12 +40,11 @@ import mmap
 import os
 import select
 import signal
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pylxcfs import statusdir, syscalls
+from pylxcfs import sharedtable, statusdir, syscalls
 from pylxcfs.fuse import mountpoint
 from pylxcfs.fuse import protocol as P
 from pylxcfs.fuse.adopt import Adopted
@@ -54,8 +53,6 @@ from pylxcfs.fuse.statspage import (
     EXIT_CONNECTION_GONE,
     PROGRESS,
     PROGRESS_AT,
-    SALT_AT,
-    STATEFUL_AT,
     STATS,
     STATS_SIZE,
 )
@@ -160,10 +157,6 @@ class Worker:
             return (0, 0)
         return PROGRESS.unpack_from(self.stats, PROGRESS_AT)
 
-    def salt(self) -> int:
-        """Its handle salt, from its stats page (0: not published yet, or no page)."""
-        return struct.unpack_from("=I", self.stats, SALT_AT)[0] if self.stats is not None else 0
-
     def close(self) -> None:
         """Release what the supervisor holds for it."""
         if self.ready_fd >= 0:
@@ -242,7 +235,7 @@ class Supervisor:
         self.stuck_requests = 0  # requests found past the deadline (published as stuck_requests)
         self.adopted = 0  # connections taken over from a dead supervisor (published as adopted)
         self.connection_gone = False
-        self.stateful_pid = 0  # the worker that opens the stateful views (fuse/worker.py STATEFUL_VIEWS)
+        self.state_fd = -1  # the pool's shared state table (sharedtable.py: the loadavg history), every worker maps it
         # `pylxcfs status` and the metrics exporter read what this publishes (statusdir.py).
         self.status_pub = statusdir.SupervisorStatus(cfg.status_dir) if cfg.status_dir else None
 
@@ -253,6 +246,7 @@ class Supervisor:
             self._take_over(self._adopting)
             return
         self._watchdog_w = start_watchdog(self.mnt)
+        self.state_fd = sharedtable.create("pylxcfs-state")
         self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         syscalls.mount(FSNAME, self.mnt, FSTYPE, syscalls.MS_NOSUID | syscalls.MS_NODEV, mount_data(self.fd))
         try:
@@ -275,6 +269,9 @@ class Supervisor:
             self._watchdog_w = start_watchdog(self.mnt)
             os.write(self._watchdog_w, f"dev={a.dev}\n".encode())
         os.set_blocking(self.fd, False)
+        # The dead supervisor's table, as its workers map it: the containers' loadavg history goes on.
+        self.state_fd = a.state_fd if a.state_fd >= 0 else sharedtable.create("pylxcfs-state")
+        a.state_fd = -1
         for pid, pidfd in a.workers:
             self.workers[pid] = Worker(pid, False, -1, time.monotonic(), gen=-1, pidfd=pidfd, ready=True)
         a.workers = []
@@ -300,7 +297,8 @@ class Supervisor:
     def worker_argv(self) -> list[str]:
         """The arguments every worker of this daemon runs with (the per-worker descriptors come on top)."""
         return ["--fd", str(self.fd), "--parent", str(os.getpid()), "--mount", self.mnt, "--dev", self.dev,
-                "--watchdog-fd", str(self._watchdog_w), "--request-timeout", str(self.request_timeout_s),
+                "--watchdog-fd", str(self._watchdog_w), "--state-fd", str(self.state_fd),
+                "--request-timeout", str(self.request_timeout_s),
                 "--config", json.dumps(self.cfg.to_json())]
 
     def _zygote(self) -> Zygote:
@@ -309,7 +307,7 @@ class Supervisor:
         if z is None or z.gone:
             if z is not None:
                 self._drop_zygote(z)
-            fds = tuple(fd for fd in (self.fd, self._watchdog_w) if fd >= 0)
+            fds = tuple(fd for fd in (self.fd, self._watchdog_w, self.state_fd) if fd >= 0)
             z = Zygote(self.gen, self.worker_argv(), fds)
             self.zygotes[self.gen] = z
             log.info("started zygote %d (generation %d)", z.pid, z.gen)
@@ -444,23 +442,6 @@ class Supervisor:
             self._drop_old_zygotes()
             self.notify("READY=1\nSTATUS=serving")  # after a reload or an adoption
 
-    def _name_stateful(self) -> None:
-        """Keep one serving worker of the newest generation named as the stateful one, on every worker's page.
-        It stays named while it serves (its history is the containers' history); a reload or its death moves
-        the name on (that history then restarts, as a worker restart always did)."""
-        cur = self.workers.get(self.stateful_pid)
-        newest = [w for w in self._serving() if w.ready and w.stats is not None and w.gen == self.gen and w.salt()]
-        if cur is None or cur.retiring_since is not None or cur.gen != self.gen or not cur.ready:
-            if not newest:
-                return
-            cur = min(newest, key=lambda w: w.started)
-            self.stateful_pid = cur.pid
-            log.debug("worker %d opens the stateful views", cur.pid)
-        salt = cur.salt()
-        for w in self.workers.values():
-            if w.stats is not None:
-                struct.pack_into("=I", w.stats, STATEFUL_AT, salt)
-
     def _reap(self) -> None:
         self._check_zygotes()
         self._reap_orphans()
@@ -517,7 +498,7 @@ class Supervisor:
 
     def _follow_cpus(self) -> None:
         """Without --workers: resize the pool to the CPUs we may run on (checked every SIZE_CHECK_S). A shrink
-        retires the youngest workers (never the stateful one: its loadavg history is the containers')."""
+        retires the youngest workers."""
         now = time.monotonic()
         if not self.auto_size or now - self._sized_at < SIZE_CHECK_S:
             return
@@ -527,11 +508,8 @@ class Supervisor:
             return
         log.info("pool size %d -> %d (CPUs we may run on: %d)", self.size, n, len(os.sched_getaffinity(0)))
         self.size = n
-        current = sorted((w for w in self._serving() if w.gen == self.gen and w.pid != self.stateful_pid),
-                         key=lambda w: w.started, reverse=True)
-        st = self.workers.get(self.stateful_pid)
-        extra = len(current) + (1 if st is not None and st.retiring_since is None and st.gen == self.gen else 0) - n
-        for w in current[:max(0, extra)]:
+        current = sorted((w for w in self._serving() if w.gen == self.gen), key=lambda w: w.started, reverse=True)
+        for w in current[:max(0, len(current) - n)]:
             self._retire(w)
 
     def _ensure_workers(self) -> None:
@@ -664,7 +642,6 @@ class Supervisor:
                 self._ensure_workers()
                 self._finish_generation()
                 self._let_zygote_go()
-                self._name_stateful()
                 if self.status_pub is not None:
                     self.status_pub.tick(self)
         except BaseException:
@@ -709,6 +686,9 @@ class Supervisor:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.state_fd >= 0:
+            os.close(self.state_fd)
+            self.state_fd = -1
         if self._watchdog_w >= 0:
             try:
                 os.write(self._watchdog_w, b"clean\n")

@@ -53,8 +53,6 @@ from pylxcfs.fuse.statspage import (
     MODULE,
     PROGRESS,
     PROGRESS_AT,
-    SALT_AT,
-    STATEFUL_AT,
     STATS,
     STATS_SIZE,
 )
@@ -77,14 +75,8 @@ _PID_AT = struct.Struct("=I").unpack_from
 _OP_FH = struct.Struct("=4xI32xQ").unpack_from  # (opcode, fh) of a READ or RELEASE (fh right after the header)
 _READ_OFFSET = struct.Struct("=48xQ").unpack_from  # fuse_read_in.offset
 _OP_RELEASE = int(P.Opcode.RELEASE)
-_OP_OPEN = int(P.Opcode.OPEN)
 
 # The stats page shared with the supervisor (its layout: fuse/statspage.py).
-_U32 = struct.Struct("=I")
-# Views whose render depends on history one worker keeps: the loadavg sampler (with -l) averages the cgroups
-# whose loadavg was read IN THAT WORKER. Their OPEN goes to one worker of the pool, so a container's history
-# is one history; their reads then follow the handle to it.
-STATEFUL_VIEWS = ("proc/loadavg",)
 # Views whose every render advances per-container state kept in the worker (the monotone counters of /proc/stat):
 # a READ at offset 0 of another worker's handle goes to that worker, so that one open file sees one state.
 OWNER_READ_VIEWS = ("proc/stat",)
@@ -113,15 +105,6 @@ class StatsSlot:
         """Publish how many requests we took into our queue and how many we finished (see statspage.py)."""
         if self.mm is not None:
             PROGRESS.pack_into(self.mm, PROGRESS_AT, taken, finished)
-
-    def publish_salt(self, salt: int) -> None:
-        """Tell the supervisor our handle salt (it names the pool's stateful worker by it)."""
-        if self.mm is not None:
-            _U32.pack_into(self.mm, SALT_AT, salt)
-
-    def stateful(self) -> int:
-        """The salt of the worker that opens the stateful views (0: none named yet: open them here)."""
-        return _U32.unpack_from(self.mm, STATEFUL_AT)[0] if self.mm is not None else 0
 
 
 class StopFlag:
@@ -222,15 +205,13 @@ def _read_one(fd: int, bufsize: int) -> bytes | None:
 
 
 def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | None = None,
-          router: Router | None = None, grace_s: float = RETIRE_GRACE_S,
-          stateful: frozenset[tuple[int, int]] = frozenset(), board: Board | None = None,
+          router: Router | None = None, grace_s: float = RETIRE_GRACE_S, board: Board | None = None,
           owner_reads: frozenset[int] = frozenset(), spin_us: int = 0) -> str:
     """Answer requests on `fd` until told to stop or the filesystem goes away. Returns why it ended. With a router,
     what needs another worker's handle state goes to that worker (`_route`, fuse/route.py), and requests forwarded
     to us are answered here and acknowledged. Told to stop, we take nothing new from the kernel but keep answering
     forwarded requests for our open handles for up to `grace_s` (a reader in the middle of a file when a reload
-    retires us finishes it from the same render). OPENs of the inodes in `stateful` go to the worker the supervisor
-    names on the stats page.
+    retires us finishes it from the same render).
 
     One epoll set watches the device, the stop pipe and the inbox. While requests are held, a zero-timeout
     epoll_wait after each answer is the one system call that tells whether the device or the inbox has more
@@ -284,7 +265,7 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                     buf = _read_one(fd, bufsize)
                     if buf is None:
                         break
-                    if router is not None and _route(buf, router, salt, slot, stateful, board, owner_reads):
+                    if router is not None and _route(buf, router, salt, board, owner_reads):
                         continue
                     fq.push(buf)
                     if not (burst or last_look):  # a new request woke us: answer it; a queue shows in the next look
@@ -379,28 +360,21 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
         ep.close()
 
 
-def _route(buf: bytes, router: Router, salt: int, slot: StatsSlot, stateful: frozenset[tuple[int, int]],
-           board: Board | None = None, owner_reads: frozenset[int] = frozenset()) -> bool:
+def _route(buf: bytes, router: Router, salt: int, board: Board | None = None,
+           owner_reads: frozenset[int] = frozenset()) -> bool:
     """Forward `buf` to the worker that must answer it; False: answer it here.
 
-    Only what needs another worker's state goes there: the OPEN of a stateful view (and every later request on its
-    handle), and a READ at offset > 0 of another worker's handle (a continuation of a render kept there), unless the
-    generation's board says the owner keeps no partly read render at all (then it is end of file, fuse/board.py).
+    Only what needs another worker's state goes there: a READ at offset > 0 of another worker's handle (a
+    continuation of a render kept there), unless the generation's board says the owner keeps no partly read render
+    at all (then it is end of file, fuse/board.py).
     A READ at offset 0 renders afresh wherever it lands, except on the inodes in `owner_reads` (views whose
     per-container state lives in the worker): those go to the owner, and if it cannot take them they render here.
     A partial render of another worker's handle is handed to its owner after all (ops.Referred). A RELEASE is
     answered here and the owner told later, in a batch (Router.note_release). A lone reader's open/read/close of a
     stateless view thus costs no round trip between workers."""
     owner = owner_of(buf)
-    if not owner:
-        if stateful and _OPEN_NODE(buf)[:2] in stateful:
-            owner = slot.stateful()
-            return bool(owner) and owner != salt and router.forward(owner, buf)
+    if not owner or owner == salt:
         return False
-    if owner == salt:
-        return False
-    if stateful and (_OP_OPEN, _OPEN_NODE(buf)[1]) in stateful:  # a stateful view's handle: all of it there
-        return router.forward(owner, buf)
     opcode, fh = _OP_FH(buf)
     if opcode == _OP_RELEASE:
         router.note_release(owner, fh)
@@ -444,6 +418,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dev", default="", help="the mount's device MAJ:MIN (the connection)")
     ap.add_argument("--watchdog-fd", type=int, default=-1, help="the watchdog pipe, held open while we live")
     ap.add_argument("--stats-fd", type=int, default=-1, help="the stats page shared with the supervisor")
+    ap.add_argument("--state-fd", type=int, default=-1,
+                    help="the pool's shared state table (sharedtable.py: the loadavg history), made by the supervisor")
     ap.add_argument("--request-timeout", type=float, default=DEFAULT_DEADLINE_S,
                     help="give up on a forwarded request the owner has not answered after this many seconds")
     ap.add_argument("--config", default="{}", help="JSON: host_root, opts, debug")
@@ -464,7 +440,7 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
         return 1
     # The connection, the watchdog pipe and the stats page must not leak into anything the Renderer forks
     # and execs; they stay at their numbers (a new supervisor copies them out of us by number).
-    for fd in (args.fd, args.watchdog_fd, args.stats_fd):
+    for fd in (args.fd, args.watchdog_fd, args.stats_fd, args.state_fd):
         if fd >= 0:
             os.set_inheritable(fd, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which tells us
@@ -474,7 +450,7 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = StopFlag()
     stop.install(signal.SIGUSR2, signal.SIGTERM)
-    renderer = cfg.make_renderer()
+    renderer = cfg.make_renderer(args.state_fd)
     ops = Operations(renderer)
     renderer.stats.add_gauge("open_handles", ops.open_handles)  # published for `pylxcfs status` and the metrics
     dispatcher = Dispatcher(ops, debug=cfg.debug)
@@ -486,11 +462,6 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
         ops.refer_foreign_partials = True
         if board_page is not None:
             board = Board(board_page[0], board_page[1], ops.handles.salt)
-    slot.publish_salt(ops.handles.salt)
-    stateful: frozenset[tuple[int, int]] = frozenset()
-    if cfg.opts.enable_loadavg:
-        stateful = frozenset((int(P.Opcode.OPEN), ops.tree.by_path[v].ino) for v in STATEFUL_VIEWS
-                             if v in ops.tree.by_path)
     owner_reads = frozenset(ops.tree.by_path[v].ino for v in OWNER_READ_VIEWS if v in ops.tree.by_path)
     renderer.start()
     if args.ready_fd >= 0:
@@ -498,8 +469,7 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
         os.close(args.ready_fd)
     log.info("serving")
     try:
-        why = serve(args.fd, dispatcher, stop, slot, router, stateful=stateful, board=board, owner_reads=owner_reads,
-                    spin_us=cfg.spin_us)
+        why = serve(args.fd, dispatcher, stop, slot, router, board=board, owner_reads=owner_reads, spin_us=cfg.spin_us)
     finally:
         renderer.close()
         if router is not None:

@@ -47,12 +47,7 @@ def container_loads(env: ViewEnv, ctx: ContainerContext) -> tuple[int, int, int]
     cg = ctx.cpu if ctx.cpu is not None else ctx.cpuacct
     if cg is None:
         raise CgroupUnavailable("cpu", "no cpu cgroup for the container")
-    st = loadavg.state_of(env)
-    with st.lock:
-        node = st.nodes.get(cg.path)
-        if node is None:
-            node = st.nodes[cg.path] = loadavg.LoadNode(cg, last_pid=ctx.init_pid)
-        a, b, c = node.avenrun
+    (a, b, c), _running, _total, _last = loadavg.figures(loadavg.state_of(env), cg, ctx.init_pid)
     return a << _LOAD_SCALE, b << _LOAD_SCALE, c << _LOAD_SCALE
 
 
