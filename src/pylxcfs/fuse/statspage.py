@@ -17,7 +17,8 @@ EXIT_CONNECTION_GONE = 10  # worker exit status: /dev/fuse said ENODEV (unmounte
 STATS = struct.Struct("=QQIIQQ")
 STATS_SIZE = 4096
 # Also on that page, the worker's progress: requests it took into its fair queue (from the device or forwarded to
-# it) and requests it finished, both counted since it started. taken > finished with `finished` not moving for the request timeout,
-# while no request is in progress, is a worker that holds requests and answers none (the supervisor replaces it).
+# it) and requests it finished, both counted since it started. taken > finished with `finished` not moving for the
+# request timeout, while no request is in progress, is a worker that holds requests and answers none (the supervisor
+# replaces it).
 PROGRESS_AT = 192
 PROGRESS = struct.Struct("=QQ")
