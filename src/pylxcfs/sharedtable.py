@@ -12,7 +12,8 @@ table's user, e.g. the sampler's pass clock), then `nslots` slots of `slot_size`
 head (state FREE/LIVE/DELETED, key length, crc32 of the key), the key (at most `key_max` bytes), then the value
 (`value_size` bytes, at the end of the slot). A key's slot is found by linear probing from crc32(key) % nslots;
 a DELETED slot keeps a probe chain going and is reused by the next claim; compact() rebuilds the chains when
-deleted slots pile up. The memory is sparse: only the pages of slots in use are ever touched.
+deleted slots pile up. The memory is sparse: only the pages of slots in use are ever touched (a scan visits the
+memfd's written extents only, found with SEEK_DATA/SEEK_HOLE).
 
 Concurrency: open-file-description record locks (fcntl F_OFD_SETLK) on the whole file, shared to read and
 exclusive to write, plus a threading lock for the threads of one process. Each process locks through its own
@@ -42,6 +43,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections.abc import Iterator
 
 from pylxcfs.errors import PylxcfsError
 
@@ -240,10 +242,33 @@ class SharedTable:
         """Free slot i (exclusive lock)."""
         _HEAD.pack_into(self.mm, self._at(i), DELETED, 0, 0)
 
+    def _candidates(self) -> Iterator[int]:
+        """The slots whose head lies in a page of the memfd that holds data. A page never written is a hole that
+        reads as zeros, so every slot head in it is FREE; reading it through the mapping would make tmpfs allocate
+        it (a scan of every head would make the whole table resident: 8 MiB at the default geometry). lseek's
+        SEEK_DATA/SEEK_HOLE (tmpfs has them since Linux 3.8) name the written extents; our own open file
+        description is used, as the shared one's file position belongs to every peer."""
+        fd = self._own_description()
+        size, off = HEADER_SIZE + self.nslots * self.slot_size, HEADER_SIZE
+        ss = self.slot_size
+        while off < size:
+            try:
+                data = os.lseek(fd, off, os.SEEK_DATA)
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no data past `off`
+                    return
+                if e.errno != errno.EINVAL:
+                    raise
+                yield from range((off - HEADER_SIZE + ss - 1) // ss, self.nslots)  # no SEEK_DATA: every slot
+                return
+            yield from range((data - HEADER_SIZE + ss - 1) // ss, min(self.nslots, (hole - HEADER_SIZE + ss - 1) // ss))
+            off = hole
+
     def live(self) -> list[tuple[int, bytes]]:
         """(slot, key) of every live slot."""
         out: list[tuple[int, bytes]] = []
-        for i in range(self.nslots):
+        for i in self._candidates():
             at = self._at(i)
             state, n, _c = _HEAD.unpack_from(self.mm, at)
             if state == LIVE and n <= self.key_max:
@@ -252,13 +277,13 @@ class SharedTable:
 
     def deleted(self) -> int:
         """How many slots are DELETED (probe chains get longer with each)."""
-        return sum(1 for i in range(self.nslots) if _HEAD.unpack_from(self.mm, self._at(i))[0] == DELETED)
+        return sum(1 for i in self._candidates() if _HEAD.unpack_from(self.mm, self._at(i))[0] == DELETED)
 
     def compact(self) -> None:
         """Rebuild the probe chains without the DELETED slots (exclusive lock). Keys may move: every process
         checks a remembered slot before using it."""
         entries = [(key, self.value(i)) for i, key in self.live()]
-        for i in range(self.nslots):
+        for i in list(self._candidates()):
             if _HEAD.unpack_from(self.mm, self._at(i))[0] != FREE:
                 _HEAD.pack_into(self.mm, self._at(i), FREE, 0, 0)
         self._where.clear()

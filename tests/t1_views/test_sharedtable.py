@@ -72,6 +72,39 @@ def test_claim_find_delete_reuse_and_compact() -> None:
     assert _get(t, b"/a") is None
 
 
+def test_scans_stay_sparse_a_table_of_8192_slots_costs_the_pages_its_keys_use() -> None:
+    # live(), deleted() and compact() visit every slot head; reading a never-written page of a memfd through the
+    # mapping makes tmpfs allocate it, so a naive scan makes all 8 MiB resident. The memfd's allocated size
+    # (st_blocks, counted by the kernel) must stay at the pages the keys landed in.
+    fd = sharedtable.create("sparse")
+    t = SharedTable(fd, V, owns_fd=True)
+    keys = [f"/kubepods/pod{n}/ctr".encode() for n in range(12)]
+    for k in keys:
+        assert _put(t, k, k[-V:]) >= 0
+    t.lock(exclusive=True)
+    t.delete(t.find(keys[0]))
+    t.delete(t.find(keys[1]))
+    t.unlock()
+    t.lock()
+    try:
+        assert sorted(k for _i, k in t.live()) == sorted(keys[2:])
+        assert t.deleted() == 2
+    finally:
+        t.unlock()
+    t.lock(exclusive=True)
+    t.compact()
+    t.unlock()
+    t.lock()
+    try:
+        assert sorted(k for _i, k in t.live()) == sorted(keys[2:])
+        assert t.deleted() == 0
+    finally:
+        t.unlock()
+    assert all(_get(t, k) == k[-V:] for k in keys[2:])
+    allocated = os.fstat(fd).st_blocks * 512
+    assert allocated <= (1 + 2 * len(keys)) * 4096, f"{allocated} bytes of the memfd made resident by scans"
+
+
 def test_a_second_process_sees_and_changes_the_same_table() -> None:
     t = _table()
     _put(t, b"/parent", b"p" * V)
