@@ -438,8 +438,8 @@ def main(argv: list[str] | None = None, board_page: tuple[mmap.mmap, int] | None
     if args.parent and os.getppid() != args.parent:
         log.error("supervisor %d is gone before we started", args.parent)
         return 1
-    # The connection, the watchdog pipe and the stats page must not leak into anything the Renderer forks
-    # and execs; they stay at their numbers (a new supervisor copies them out of us by number).
+    # The connection, the watchdog pipe, the stats page and the state table must not leak into anything the
+    # Renderer forks and execs; they stay at their numbers (a new supervisor copies them out of us by number).
     for fd in (args.fd, args.watchdog_fd, args.stats_fd, args.state_fd):
         if fd >= 0:
             os.set_inheritable(fd, False)
