@@ -251,6 +251,10 @@ class SharedTable:
         fd = self._own_description()
         size, off = HEADER_SIZE + self.nslots * self.slot_size, HEADER_SIZE
         ss = self.slot_size
+
+        def first_from(at: int) -> int:  # the first slot whose head is at or after file offset `at`
+            return (at - HEADER_SIZE + ss - 1) // ss
+
         while off < size:
             try:
                 data = os.lseek(fd, off, os.SEEK_DATA)
@@ -260,9 +264,9 @@ class SharedTable:
                     return
                 if e.errno != errno.EINVAL:
                     raise
-                yield from range((off - HEADER_SIZE + ss - 1) // ss, self.nslots)  # no SEEK_DATA: every slot
+                yield from range(first_from(off), self.nslots)  # no SEEK_DATA: every slot
                 return
-            yield from range((data - HEADER_SIZE + ss - 1) // ss, min(self.nslots, (hole - HEADER_SIZE + ss - 1) // ss))
+            yield from range(first_from(data), min(self.nslots, first_from(hole)))
             off = hole
 
     def live(self) -> list[tuple[int, bytes]]:

@@ -45,6 +45,15 @@ def _get(t: SharedTable, key: bytes) -> bytes | None:
         t.unlock()
 
 
+def _scan(t: SharedTable) -> tuple[list[bytes], int]:
+    """(live keys sorted, deleted slots), read under the shared lock."""
+    t.lock()
+    try:
+        return sorted(k for _i, k in t.live()), t.deleted()
+    finally:
+        t.unlock()
+
+
 def test_claim_find_delete_reuse_and_compact() -> None:
     t = _table(nslots=4)
     assert t.key_max == 64 - 16 - V
@@ -85,21 +94,11 @@ def test_scans_stay_sparse_a_table_of_8192_slots_costs_the_pages_its_keys_use() 
     t.delete(t.find(keys[0]))
     t.delete(t.find(keys[1]))
     t.unlock()
-    t.lock()
-    try:
-        assert sorted(k for _i, k in t.live()) == sorted(keys[2:])
-        assert t.deleted() == 2
-    finally:
-        t.unlock()
+    assert _scan(t) == (sorted(keys[2:]), 2)
     t.lock(exclusive=True)
     t.compact()
     t.unlock()
-    t.lock()
-    try:
-        assert sorted(k for _i, k in t.live()) == sorted(keys[2:])
-        assert t.deleted() == 0
-    finally:
-        t.unlock()
+    assert _scan(t) == (sorted(keys[2:]), 0)
     assert all(_get(t, k) == k[-V:] for k in keys[2:])
     allocated = os.fstat(fd).st_blocks * 512
     assert allocated <= (1 + 2 * len(keys)) * 4096, f"{allocated} bytes of the memfd made resident by scans"
