@@ -158,6 +158,10 @@ class Agent:
         self.keeper: socket.socket | None = None
         self.keeper_proc: subprocess.Popen[bytes] | None = None
         self._klock = threading.Lock()
+        # Notifications received and not yet answered, as their R messages (under _klock): a keeper started while
+        # we hold some is told of them, or a kill of this agent right after the old keeper's would lose them (their
+        # R went to the dead keeper, or nowhere while none ran) and the callers would wait for ever.
+        self._held: dict[tuple[int, int], bytes] = {}
 
     # ---- setup --------------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -252,8 +256,7 @@ class Agent:
         self._handle(li, n)
 
     def _handle(self, li: Listener, n: syscalls.SeccompNotif) -> None:
-        # The keeper learns of the notification before we act on it: if we die now, the next agent answers it.
-        self._tell_keeper(b"R" + json.dumps(dict(notif_to_dict(n), key=li.fd)).encode())
+        self._took(li, n)
         try:
             self._answer(li, n)
         except Exception as e:  # whatever went wrong, the caller must not wait forever
@@ -261,6 +264,20 @@ class Agent:
                                li.cid, type(e).__name__, e)
             with contextlib.suppress(OSError):
                 self._continue(li, n.id, "error")
+        self._done(li, n)
+
+    def _took(self, li: Listener, n: syscalls.SeccompNotif) -> None:
+        """A notification received: the keeper learns of it before we act on it (if we die now, the next agent
+        answers it), and so does any keeper started before we answer it (_sync_keeper)."""
+        received = b"R" + json.dumps(dict(notif_to_dict(n), key=li.fd)).encode()
+        with self._klock:
+            self._held[(li.fd, int(n.id))] = received
+        self._tell_keeper(received)
+
+    def _done(self, li: Listener, n: syscalls.SeccompNotif) -> None:
+        """A notification answered (or continued): no keeper needs it any more."""
+        with self._klock:
+            self._held.pop((li.fd, int(n.id)), None)
         self._tell_keeper(b"D" + json.dumps({"key": li.fd, "id": int(n.id)}).encode())
 
     def _continue(self, li: Listener, notif_id: int, reason: str) -> None:
@@ -377,12 +394,21 @@ class Agent:
         with self._klock, self.lock:
             self.keeper = ours
             try:
-                socket.send_fds(ours, [b"H"], [self.sock.fileno(), self.lock_fd])
-                for li in self.listeners.values():
-                    socket.send_fds(ours, [b"L" + json.dumps(dict(li.describe(), key=li.fd)).encode()], [li.fd])
+                self._sync_keeper(ours)
             except OSError as e:
                 log.error("fd keeper %d: %s", self.keeper_proc.pid, e)
         log.info("fd keeper %d holds %d listeners", self.keeper_proc.pid, len(self.listeners))
+
+    def _sync_keeper(self, keeper: socket.socket) -> None:
+        """Tell a new keeper everything (call with _klock and lock held): the socket and the lock, every listener,
+        then the notifications we hold (a thread that answers one later tells it D; one that received one a moment
+        ago may tell it R again, which the keeper takes as the same notification)."""
+        assert self.sock is not None
+        socket.send_fds(keeper, [b"H"], [self.sock.fileno(), self.lock_fd])
+        for li in self.listeners.values():
+            socket.send_fds(keeper, [b"L" + json.dumps(dict(li.describe(), key=li.fd)).encode()], [li.fd])
+        for received in self._held.values():
+            keeper.send(received)
 
     def _check_keeper(self) -> None:
         if self.keeper_proc is not None and self.keeper_proc.poll() is not None:
