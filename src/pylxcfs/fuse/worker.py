@@ -291,6 +291,9 @@ def serve(fd: int, dispatcher: Dispatcher, stop: StopFlag, slot: StatsSlot | Non
                             dev_ready, inbox_ready = _wait(ep, fd, inbox, 0)
                             if time.monotonic_ns() >= end:
                                 break
+                            # A task waiting for this CPU (the reader our reply woke, another container's) runs
+                            # now rather than after the spin; with none waiting this returns at once.
+                            os.sched_yield()
                     if not (dev_ready or inbox_ready):
                         dev_ready, inbox_ready = _wait(ep, fd, inbox, IDLE_LOOK_MS if t < 0 else min(t, IDLE_LOOK_MS))
                     # A wait that returned at once found a queue (a flood): take all of it, for the fair order.
