@@ -65,6 +65,16 @@ def _lines(logdir: Path) -> list[list[tuple[float, str]]]:
     return out
 
 
+def _read_after(log: Path, t0: float) -> bool:
+    """Whether the log has a complete line of the container's (a handful of tasks) stamped after t0."""
+    for raw in reversed(log.read_text().splitlines()):
+        t, _, line = raw.partition(" ")
+        fields = line.split()
+        if len(fields) == 5 and float(t) > t0 and int(fields[3].split("/")[1]) <= 10:
+            return True
+    return False
+
+
 def _loadavg_requests(status: Path, pids: list[int]) -> dict[int, int]:
     """proc/loadavg renders per worker, from what each one publishes in the status directory."""
     counts = {}
@@ -101,6 +111,12 @@ def test_one_history_whichever_worker_answers_and_none_lost_with_a_killed_worker
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: len(d.workers()) == 2 and killed not in d.workers(), 20, "a replacement worker")
         time.sleep(11)  # two more passes, with the replacement serving
+        # The replacement can be counted within milliseconds of the kill, so the 11 s above may end just after
+        # t_kill + 11: go on until each reader has logged a read of ours past it (a reader that died or hangs
+        # fails here, by name).
+        for k in range(2):
+            wait_for(lambda k=k: _read_after(logdir / f"reader{k}.log", t_kill + 11), 15,
+                     f"reader {k} reading the container's loadavg after the replacement's two passes")
         stop.touch()
         ct.wait(30)
     finally:
