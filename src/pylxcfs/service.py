@@ -219,8 +219,12 @@ class Renderer:
         return self.stats.prune(self._init_alive)
 
     def snapshot(self) -> dict[str, Any]:
-        """What this serving process publishes: identity, options and the per-container stats."""
-        snap = self.stats.snapshot()
+        """What this serving process publishes: identity, options and the per-container stats (streamed by
+        the status writer, see statusdir.JsonArray)."""
+        from pylxcfs.statusdir import JsonArray
+
+        snap = self.stats.snapshot(containers=False)
+        snap["containers"] = JsonArray(self.stats.each_container)
         layout = getattr(self.resolver, "_layout", None)
         snap.update(pid=os.getpid(), version=__version__, time=time.time(), exited=self._closing,
                     options={"enable_loadavg": self.opts.enable_loadavg, "disable_swap": self.opts.disable_swap,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +123,9 @@ class Stats:
                 self.containers.pop(k, None)
         return len(gone)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-able copy of everything."""
+    def snapshot(self, containers: bool = True) -> dict[str, Any]:
+        """A JSON-able copy of everything; without `containers`, all but the per-container list (which
+        `each_container` then yields one by one, for a writer that streams it)."""
         gauges: dict[str, int] = {}
         for name, fn in list(self.gauges.items()):
             try:
@@ -132,20 +133,37 @@ class Stats:
             except Exception:  # a gauge must never break publishing
                 continue
         with self._lock:
-            return {
+            snap: dict[str, Any] = {
                 "started": self.started,
                 "host_requests": self.host_requests,
                 "unresolved_fallbacks": {p: dict(r) for p, r in self.unresolved.items()},
                 "gauges": gauges,
-                "containers": [
-                    {"init_pid": c.init_pid, "start_ticks": c.start_ticks, "cgroup": c.cgroup,
-                     "first_seen": c.first_seen, "last_seen": c.last_seen,
-                     "files": {p: {"requests": f.requests, "sum_ns": f.sum_ns, "buckets": list(f.buckets)}
-                               for p, f in c.files.items()},
-                     "fallbacks": {p: dict(r) for p, r in c.fallbacks.items()},
-                     "last_error": dict(c.last_error) if c.last_error else None}
-                    for c in self.containers.values()],
             }
+            if containers:
+                snap["containers"] = [_container_json(c) for c in self.containers.values()]
+            return snap
+
+    def each_container(self) -> Iterator[dict[str, Any]]:
+        """The snapshot's per-container entries, each made under the lock when it is asked for (a container
+        pruned meanwhile is skipped; one first seen meanwhile waits for the next snapshot)."""
+        with self._lock:
+            keys = list(self.containers)
+        for key in keys:
+            with self._lock:
+                c = self.containers.get(key)
+                if c is None:
+                    continue
+                item = _container_json(c)
+            yield item
+
+
+def _container_json(c: ContainerStats) -> dict[str, Any]:
+    return {"init_pid": c.init_pid, "start_ticks": c.start_ticks, "cgroup": c.cgroup,
+            "first_seen": c.first_seen, "last_seen": c.last_seen,
+            "files": {p: {"requests": f.requests, "sum_ns": f.sum_ns, "buckets": list(f.buckets)}
+                      for p, f in c.files.items()},
+            "fallbacks": {p: dict(r) for p, r in c.fallbacks.items()},
+            "last_error": dict(c.last_error) if c.last_error else None}
 
 
 def quantile(buckets: list[int], q: float) -> float | None:

@@ -19,8 +19,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,40 @@ MAX_SNAPSHOT_BYTES = 16 << 20  # a reader refuses anything bigger (the directory
 KEEP_EXITED_WORKERS = 32  # snapshots of exited workers kept (their counts stay in the totals); older ones go
 
 _TMP_SEQ = itertools.count()  # next() is atomic under the GIL: threads of one process never share a name
+_SEPARATORS = (",", ":")
+
+
+class JsonArray:
+    """A list in a snapshot that is written item by item: `items()` yields JSON-able items, each encoded and
+    written before the next is made. A worker's snapshot with 1000 containers is about 430 KB of JSON; built as
+    one dict tree and one string it took 4.7 MB for a moment, once a second, and left each worker's heap 3.5 MB
+    bigger for good (freed small objects stay in the interpreter's arenas); streamed, the peak is one item."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Callable[[], Iterable[Any]]) -> None:
+        self.items = items
+
+
+def dump(data: dict[str, Any], f: TextIO) -> None:
+    """json.dump of `data` (compact), with each JsonArray value streamed (see JsonArray)."""
+    streamed = {k: v for k, v in data.items() if isinstance(v, JsonArray)}
+    if not streamed:
+        json.dump(data, f, separators=_SEPARATORS)
+        return
+    head = json.dumps({k: v for k, v in data.items() if k not in streamed}, separators=_SEPARATORS)
+    f.write(head[:-1])
+    sep = "," if len(head) > 2 else ""
+    for key, arr in streamed.items():
+        f.write(f"{sep}{json.dumps(key)}:[")
+        first = True
+        for item in arr.items():
+            f.write(json.dumps(item, separators=_SEPARATORS) if first else
+                    "," + json.dumps(item, separators=_SEPARATORS))
+            first = False
+        f.write("]")
+        sep = ","
+    f.write("}")
 
 
 def status_dir_for(pidfile: str) -> str:
@@ -43,7 +77,7 @@ def status_dir_for(pidfile: str) -> str:
 
 
 def write_json_atomic(directory: str, name: str, data: dict[str, Any]) -> None:
-    """Write <directory>/<name> atomically (temp file + rename), mode 0644."""
+    """Write <directory>/<name> atomically (temp file + rename), mode 0644; JsonArray values are streamed."""
     # Not tempfile.mkstemp: tempfile imports random, shutil, bz2 and lzma, about 1.7 MB of every process of the
     # daemon, for a name that the pid and a counter make unique here (O_EXCL: never follows what is already there).
     tmp = os.path.join(directory, f".tmp-{name}.{os.getpid()}.{next(_TMP_SEQ)}")
@@ -54,7 +88,7 @@ def write_json_atomic(directory: str, name: str, data: dict[str, Any]) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+            dump(data, f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, os.path.join(directory, name))
     except BaseException:

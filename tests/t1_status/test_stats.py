@@ -183,6 +183,34 @@ def test_statusdir_paths_atomic_files_and_trim(tmp_path: Path) -> None:
     assert [n for n in os.listdir(d) if n.endswith(".json")] == []
 
 
+def test_streamed_snapshot_reads_back_as_the_whole_one(tmp_path: Path) -> None:
+    # The worker's file streams its container list (statusdir.JsonArray); a reader must get exactly what the
+    # plain dict gives, also with a container pruned while the list is being written.
+    s = Stats(clock=lambda: 7.0)
+    for i in range(1, 6):
+        s.record("proc/meminfo", _ctx(i), 1000 * i)
+        s.record("proc/stat", _ctx(i), 10, "CgroupUnavailable", "gone" if i == 3 else None)
+    whole = json.loads(json.dumps(s.snapshot()))
+    snap = s.snapshot(containers=False)
+    snap["containers"] = statusdir.JsonArray(s.each_container)
+    statusdir.write_json_atomic(str(tmp_path), "w.json", snap)
+    assert json.loads((tmp_path / "w.json").read_text()) == whole
+
+    def pruning() -> list[dict[str, object]]:
+        out = []
+        for item in s.each_container():
+            out.append(item)
+            s.prune(lambda pid, _t: pid != 4)  # container 4 goes while 1..3 are being written
+        return out
+
+    statusdir.write_json_atomic(str(tmp_path), "w.json", {"a": 1, "containers": statusdir.JsonArray(pruning),
+                                                          "none": statusdir.JsonArray(list)})
+    back = json.loads((tmp_path / "w.json").read_text())
+    assert [c["init_pid"] for c in back["containers"]] == [1, 2, 3, 5] and back["a"] == 1 and back["none"] == []
+    statusdir.write_json_atomic(str(tmp_path), "w.json", {"only": statusdir.JsonArray(lambda: iter([{"x": 1}]))})
+    assert json.loads((tmp_path / "w.json").read_text()) == {"only": [{"x": 1}]}
+
+
 @pytest.mark.parametrize(("spec", "kind", "host", "port"), [
     ("127.0.0.1:9100", "tcp", "127.0.0.1", 9100),
     (":9100", "tcp", "0.0.0.0", 9100),
