@@ -52,7 +52,7 @@ class ContainerStats:
     first_seen: float
     last_seen: float = 0.0
     files: dict[str, FileStats] = field(default_factory=dict)
-    fallbacks: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> reason -> count
+    fallbacks: dict[str, dict[str, int]] | None = None  # file -> reason -> count; made at the first fallback
     last_error: dict[str, Any] | None = None
 
 
@@ -109,6 +109,8 @@ class Stats:
             f.sum_ns += elapsed_ns
             f.buckets[bisect.bisect_left(_BUCKETS_NS, elapsed_ns)] += 1
             if reason is not None:
+                if c.fallbacks is None:
+                    c.fallbacks = {}
                 by = c.fallbacks.setdefault(path, {})
                 by[reason] = by.get(reason, 0) + 1
                 c.last_error = {"time": now, "file": path, "reason": reason, "message": (error or "")[:MAX_ERROR_LEN]}
@@ -162,7 +164,7 @@ def _container_json(c: ContainerStats) -> dict[str, Any]:
             "first_seen": c.first_seen, "last_seen": c.last_seen,
             "files": {p: {"requests": f.requests, "sum_ns": f.sum_ns, "buckets": list(f.buckets)}
                       for p, f in c.files.items()},
-            "fallbacks": {p: dict(r) for p, r in c.fallbacks.items()},
+            "fallbacks": {p: dict(r) for p, r in c.fallbacks.items()} if c.fallbacks else {},
             "last_error": dict(c.last_error) if c.last_error else None}
 
 

@@ -122,16 +122,27 @@ def map_controllers(layout: CgroupLayout, lines: Iterable[CgroupLine]) -> dict[s
                 v1_paths[c] = ln.path
     out: dict[str, CgroupDir | None] = {}
     u = layout.unified
+    # One CgroupDir per (hierarchy, path): cpu and cpuacct share one v1 hierarchy ("cpu,cpuacct") and every
+    # v2 meaning shares the unified one; each namespace's dirs live in every worker's resolver cache.
+    made: dict[tuple[str, str], CgroupDir] = {}
+
+    def join(h: Hierarchy, path: str) -> CgroupDir:
+        key = (h.mount_dir, path)
+        d = made.get(key)
+        if d is None:
+            d = made[key] = _join(h, path)
+        return d
+
     for meaning, (v1name, v2name) in CONTROLLERS.items():
         h = layout.v1.get(v1name)
         if h is not None and v1name in v1_paths:
-            out[meaning] = _join(h, v1_paths[v1name])
+            out[meaning] = join(h, v1_paths[v1name])
         elif u is not None and v2_path is not None and (
             (v2name is not None and v2name in u.controllers)
             or (v2name is None and layout.layout is Layout.UNIFIED)
         ):
-            out[meaning] = _join(u, v2_path)
+            out[meaning] = join(u, v2_path)
         else:
             out[meaning] = None
-    out["unified"] = _join(u, v2_path) if u is not None and v2_path is not None else None
+    out["unified"] = join(u, v2_path) if u is not None and v2_path is not None else None
     return out
