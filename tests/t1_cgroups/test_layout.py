@@ -59,6 +59,7 @@ def test_map_legacy_combined() -> None:
     assert mem.mount_root == "/R/sys/fs/cgroup/memory"
     cpu, acct = dirs["cpu"], dirs["cpuacct"]
     assert cpu is not None and acct is not None and cpu.path == acct.path == "/R/sys/fs/cgroup/cpu,cpuacct/docker/ct1"
+    assert cpu is acct  # one object per (hierarchy, path): each namespace's dirs are kept in every worker
     assert dirs["cpuset"] is None and dirs["blkio"] is None  # not in the process's cgroup file
 
 
@@ -68,6 +69,7 @@ def test_map_unified_all_point_at_the_one_dir() -> None:
     for name in ("memory", "cpu", "cpuacct", "cpuset", "blkio"):
         d = dirs[name]
         assert d is not None and d.v2 and d.path == "/R/sys/fs/cgroup/system.slice/x.scope", name
+    assert len({id(dirs[name]) for name in ("memory", "cpu", "cpuacct", "cpuset", "blkio", "unified")}) == 1
 
 
 def test_map_unified_controller_not_enabled_is_none() -> None:
