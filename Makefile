@@ -1,17 +1,19 @@
 # Two commands matter: `make run` (install, then serve at the default mount point) and
 # `make test` (install, then every test). Both start from a clean clone as root.
 SHELL := /bin/bash
-PY ?= python3
+# Debian's /usr/bin/python3 is built with PGO and LTO; pyenv's 3.11 is not, and runs our serve loop 5-15%
+# slower per request (bench/RESULTS.md, the interpreter A/B). Any python3 >= 3.11 works: `make PY=python3`.
+PY ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 MOUNTPOINT ?= /var/lib/lxc/lxcfs
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-# Debian packages: fuse3 (libfuse3 + fusermount3) is what the daemon needs; the rest is for tests:
+# Debian packages: fuse3 (libfuse3 + fusermount3) and python3-venv are what the daemon needs; the rest is for tests:
 # real containers (runc, crun, busybox-static), real clients (procps, util-linux, sysstat),
 # the C lxcfs for side-by-side checks, and QEMU for the pure cgroup-v2 guest.
-APT_RUN := fuse3
+APT_RUN := fuse3 python3-venv
 APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc jq strace \
 	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns \
 	python3-venv mmdebstrap
