@@ -1,7 +1,7 @@
 # Two commands matter: `make run` (install, then serve at the default mount point) and
 # `make test` (install, then every test). Both start from a clean clone as root.
 SHELL := /bin/bash
-# Debian's /usr/bin/python3 is built with PGO and LTO; pyenv's 3.11 is not, and runs our serve loop 5-15%
+# Debian's /usr/bin/python3 is built with PGO and LTO; pyenv's 3.11 is not, and runs our serve loop 5-25%
 # slower per request (bench/RESULTS.md, the interpreter A/B). Any python3 >= 3.11 works: `make PY=python3`.
 PY ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
