@@ -1,8 +1,8 @@
 # Two commands matter: `make run` (install, then serve at the default mount point) and
 # `make test` (install, then every test). Both start from a clean clone as root.
 SHELL := /bin/bash
-# Debian's /usr/bin/python3 is built with PGO and LTO; pyenv's 3.11 is not, and runs our serve loop 5-25%
-# slower per request (bench/RESULTS.md, the interpreter A/B). Any python3 >= 3.11 works: `make PY=python3`.
+# Debian's /usr/bin/python3 is built with PGO and LTO and pyenv's 3.11 is not: on Debian's the pinned benchmark
+# was 5-25% faster on 10 of 11 files (bench/RESULTS.md, the interpreter A/B). Any python3 >= 3.11 works: `make PY=python3`.
 PY ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 APT_RUN := fuse3 python3-venv
 APT_TEST := lxcfs busybox-static runc crun procps util-linux sysstat psmisc gcc jq strace \
 	qemu-system-x86 cpio xz-utils zstd podman docker.io containerd uidmap fuse-overlayfs slirp4netns \
-	python3-venv mmdebstrap
+	mmdebstrap
 # `make deb`: the package is a venv made with Debian's python3 (python3-venv), packed by dpkg-deb;
 # `make deb-test` checks it in a clean Debian 12 root made by mmdebstrap (cached in build/deb-root).
 APT_DEB := python3-venv mmdebstrap
